@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.satchel-installed
+
+.PHONY: test lint format typecheck unit clean
+
+# (Re)install when pyproject.toml changes; the venv is made with the machine's python3 and pip.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check runtime infra tests
+	$(BIN)/ruff format --check runtime infra tests
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix runtime infra tests
+	$(BIN)/ruff format runtime infra tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,27 @@
+"""Satchel's runtime: settings from the env contract, storages, credentials."""
+
+from runtime.errors import (
+    BackendUnavailable,
+    ConfigError,
+    InvalidKey,
+    NotFound,
+    PermissionDenied,
+    StorageError,
+)
+from runtime.settings import Settings, load_settings
+from runtime.storage import ObjectInfo, Storage, Storages, open_storages
+
+__all__ = [
+    "BackendUnavailable",
+    "ConfigError",
+    "InvalidKey",
+    "NotFound",
+    "ObjectInfo",
+    "PermissionDenied",
+    "Settings",
+    "Storage",
+    "StorageError",
+    "Storages",
+    "load_settings",
+    "open_storages",
+]

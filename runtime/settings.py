@@ -1,0 +1,156 @@
+"""`load_settings`: the env contract (DESIGN.md), validated once, with every storage resolved."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runtime.aws_args import AwsArgs, parse_aws_args
+from runtime.errors import ConfigError, InvalidKey
+from runtime.keys import normalize_key
+from runtime.specs import ROLES, LocalSpec, Role, S3Spec, StorageSpec
+
+# Our own variables (the contract's are fixed by the Packeton docs).
+LOCAL_ROOT_VAR = "SATCHEL_LOCAL_ROOT"
+STORAGE_CONFIG_VAR = "SATCHEL_STORAGE_CONFIG"
+
+# S3 and GCS both accept this: 3-63 lowercase letters, digits, dots, hyphens (GCS: underscores).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+
+# variable name -> (field name, default); the defaults are the Packeton docs' own.
+CONTRACT: dict[str, tuple[str, str]] = {
+    "STORAGE_SOURCE": ("source", "local"),
+    "STORAGE_AWS_BUCKET": ("bucket", "packeton-bucket"),
+    "STORAGE_AWS_PREFIX": ("prefix", "packeton"),
+    "STORAGE_AWS_ARTIFACT_PREFIX": ("artifact_prefix", "artifact"),
+    "STORAGE_AWS_MIRROR_META_PREFIX": ("mirror_meta_prefix", "mirror-meta"),
+    "STORAGE_AWS_MIRROR_DIST_PREFIX": ("mirror_dist_prefix", "mirror-dist"),
+    "STORAGE_AWS_ARGS": ("aws_args", "{}"),
+    "MIRROR_METADATA_CACHE_DIR": ("mirror_metadata_cache_dir", ""),
+    "MIRROR_DIST_CACHE_DIR": ("mirror_dist_cache_dir", ""),
+    LOCAL_ROOT_VAR: ("local_root", "var/storage"),
+    STORAGE_CONFIG_VAR: ("storage_config", ""),
+}
+_VAR_OF_FIELD = {field: var for var, (field, _) in CONTRACT.items()}
+
+
+def validate_bucket(name: str, *, where: str) -> str:
+    if not _BUCKET.match(name):
+        shown = repr(name) if name else "empty"
+        raise ConfigError(
+            f"{where}: bucket name is {shown}; use 3-63 lowercase letters, digits, '.', '-'"
+        )
+    return name
+
+
+def validate_prefix(value: str, *, where: str) -> str:
+    try:
+        return normalize_key(value, allow_empty=True)
+    except InvalidKey as exc:
+        raise ConfigError(f"{where}: {exc.reason}") from None
+
+
+class Settings(BaseModel):
+    """The validated environment. `storages` maps each role to where it lives."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    source: str
+    bucket: str
+    prefix: str
+    artifact_prefix: str
+    mirror_meta_prefix: str
+    mirror_dist_prefix: str
+    aws_args: AwsArgs
+    mirror_metadata_cache_dir: Path | None
+    mirror_dist_cache_dir: Path | None
+    local_root: Path
+    storage_config: Path | None
+    storages: dict[Role, StorageSpec] = Field(default_factory=dict)
+    # The environment the settings came from: credential resolution and the GCS emulator
+    # read their standard variables from here, never from os.environ directly.
+    environ: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
+
+    @field_validator(
+        "mirror_metadata_cache_dir", "mirror_dist_cache_dir", "storage_config", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def prefix_of(self, role: Role) -> str:
+        return {
+            "packages": self.prefix,
+            "artifacts": self.artifact_prefix,
+            "mirror_meta": self.mirror_meta_prefix,
+            "mirror_dist": self.mirror_dist_prefix,
+        }[role]
+
+    def public_env(self) -> dict[str, str]:
+        """The contract's variables as resolved, secrets redacted (for `satchel env`)."""
+        import json
+
+        out: dict[str, str] = {}
+        for var, (field, _) in CONTRACT.items():
+            value = getattr(self, field)
+            if isinstance(value, AwsArgs):
+                out[var] = json.dumps(value.public_dict())
+            else:
+                out[var] = "" if value is None else str(value)
+        return out
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate the environment (default: `os.environ`) into `Settings`, or raise ConfigError."""
+    env = dict(os.environ if environ is None else environ)
+    raw: dict[str, Any] = {
+        field: env.get(var, default) for var, (field, default) in CONTRACT.items()
+    }
+
+    raw["aws_args"] = parse_aws_args(raw["aws_args"], where="STORAGE_AWS_ARGS")
+    for field in ("prefix", "artifact_prefix", "mirror_meta_prefix", "mirror_dist_prefix"):
+        raw[field] = validate_prefix(raw[field], where=_VAR_OF_FIELD[field])
+    source = raw["source"].strip()
+    if not source:
+        raise ConfigError("STORAGE_SOURCE is empty; use 'local', 's3' or a configured source")
+    raw["source"] = source
+    try:
+        settings = Settings(**raw, environ=MappingProxyType(env))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        var = _VAR_OF_FIELD.get(str(error["loc"][0]), str(error["loc"][0]))
+        raise ConfigError(f"{var}: {error['msg']}") from None
+    return settings.model_copy(update={"storages": _resolve_storages(settings)})
+
+
+def _resolve_storages(settings: Settings) -> dict[Role, StorageSpec]:
+    from runtime.storage_config import load_named_source
+
+    if settings.storage_config is not None:
+        named = load_named_source(settings.storage_config, settings.source, settings)
+        if named is not None:
+            return named
+    if settings.source == "local":
+        root = settings.local_root
+        return {role: LocalSpec(root=root, prefix=settings.prefix_of(role)) for role in ROLES}
+    if settings.source == "s3":
+        bucket = validate_bucket(settings.bucket, where="STORAGE_AWS_BUCKET")
+        return {
+            role: S3Spec(bucket=bucket, prefix=settings.prefix_of(role), args=settings.aws_args)
+            for role in ROLES
+        }
+    where = (
+        f"the file {settings.storage_config} has no '{settings.source}.storage' entry"
+        if settings.storage_config
+        else f"{STORAGE_CONFIG_VAR} is not set"
+    )
+    raise ConfigError(
+        f"STORAGE_SOURCE={settings.source!r} is not 'local' or 's3' and {where}; "
+        f"define it under flysystem.storages in the file named by {STORAGE_CONFIG_VAR}"
+    )

@@ -1,0 +1,52 @@
+"""The adapter contract: what every backend implements. Keys here are already normalised and
+prefixed by the `Storage` façade; adapters only do I/O and raise `runtime.errors` types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+# What `write` accepts: the whole body, or a binary stream read to its end.
+Body = bytes | BinaryIO
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What `stat` and `list` return. `key` is relative to the storage's prefix."""
+
+    key: str
+    size: int
+    etag: str
+    modified: datetime
+
+
+class Adapter(Protocol):
+    """One backend. Every method may raise NotFound, PermissionDenied, BackendUnavailable."""
+
+    def read(self, key: str) -> bytes:
+        """The object's bytes. NotFound when missing."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A readable binary stream of the object; the caller closes it. NotFound when missing."""
+        ...
+
+    def write(self, key: str, body: Body) -> None:
+        """Create or replace the object. Readers never see a partial object."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, ETag and modification time (`key` in the result is the full key)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing object is not an error (as on S3)."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Objects whose full key starts with `prefix` (a directory-like prefix, or '')."""
+        ...

@@ -1,0 +1,70 @@
+"""`Storage`: the façade every caller uses. It normalises and prefixes keys before any I/O
+and stamps errors with the storage's name; the adapter behind it does the I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import BinaryIO, TypeVar
+
+from runtime.errors import StorageError
+from runtime.keys import join_key, normalize_key
+from runtime.storage.base import Adapter, Body, ObjectInfo
+
+T = TypeVar("T")
+
+
+class Storage:
+    def __init__(self, name: str, adapter: Adapter, prefix: str = "") -> None:
+        self.name = name
+        self.adapter = adapter
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"Storage({self.name!r}, {type(self.adapter).__name__}, prefix={self.prefix!r})"
+
+    def read(self, key: str) -> bytes:
+        return self._call("read", key, self.adapter.read)
+
+    def open(self, key: str) -> BinaryIO:
+        return self._call("open", key, self.adapter.open)
+
+    def write(self, key: str, body: Body) -> None:
+        self._call("write", key, lambda full: self.adapter.write(full, body))
+
+    def exists(self, key: str) -> bool:
+        return self._call("exists", key, self.adapter.exists)
+
+    def stat(self, key: str) -> ObjectInfo:
+        info = self._call("stat", key, self.adapter.stat)
+        return replace(info, key=self._relative(info.key))
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self.adapter.delete)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under `prefix` (relative to this storage), keys relative to the storage."""
+        try:
+            relative = normalize_key(prefix, allow_empty=True)
+            full = join_key(self.prefix, relative)
+            # A directory-like prefix: 'a' lists 'a/x', not 'ab'.
+            listing = self.adapter.list(f"{full}/" if full else "")
+            for info in listing:
+                yield replace(info, key=self._relative(info.key))
+        except StorageError as exc:
+            raise self._stamp(exc, "list", prefix) from exc.cause
+
+    def _relative(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
+
+    def _call(self, operation: str, key: str, action: Callable[[str], T]) -> T:
+        try:
+            return action(join_key(self.prefix, normalize_key(key)))
+        except StorageError as exc:
+            raise self._stamp(exc, operation, key) from exc.cause
+
+    def _stamp(self, exc: StorageError, operation: str, key: str) -> StorageError:
+        exc.storage = exc.storage or self.name
+        exc.operation = exc.operation or operation
+        exc.key = key if exc.key is None else exc.key
+        return exc

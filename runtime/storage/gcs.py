@@ -1,0 +1,94 @@
+"""Google Cloud Storage adapter on `google-cloud-storage`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, BinaryIO, NoReturn
+
+from google.api_core import exceptions as gexc
+from google.auth.exceptions import GoogleAuthError
+from requests import exceptions as rexc
+
+from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
+from runtime.storage.base import Body, ObjectInfo
+
+_CHUNK = 8 * 1024 * 1024
+_ERRORS = (gexc.GoogleAPIError, GoogleAuthError, rexc.RequestException)
+
+
+class GcsAdapter:
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = client.bucket(bucket)
+
+    def read(self, key: str) -> bytes:
+        try:
+            data: bytes = self.bucket.blob(key).download_as_bytes()
+        except _ERRORS as exc:
+            _raise(exc, "read")
+        return data
+
+    def open(self, key: str) -> BinaryIO:
+        blob = self.bucket.blob(key)
+        try:
+            # reload() makes a missing object fail here, not at the caller's first read.
+            blob.reload()
+            stream: BinaryIO = blob.open("rb", chunk_size=_CHUNK)
+        except _ERRORS as exc:
+            _raise(exc, "open")
+        return stream
+
+    def write(self, key: str, body: Body) -> None:
+        blob = self.bucket.blob(key)
+        try:
+            if isinstance(body, bytes | bytearray | memoryview):
+                blob.upload_from_string(bytes(body), content_type="application/octet-stream")
+            else:
+                blob.upload_from_file(body, content_type="application/octet-stream")
+        except _ERRORS as exc:
+            _raise(exc, "write")
+
+    def exists(self, key: str) -> bool:
+        try:
+            return bool(self.bucket.blob(key).exists())
+        except _ERRORS as exc:
+            _raise(exc, "exists")
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            blob = self.bucket.get_blob(key)
+        except _ERRORS as exc:
+            _raise(exc, "stat")
+        if blob is None:
+            raise NotFound("no such key", operation="stat")
+        return _info(blob)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.bucket.blob(key).delete()
+        except gexc.NotFound:
+            return
+        except _ERRORS as exc:
+            _raise(exc, "delete")
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            for blob in self.client.list_blobs(self.bucket, prefix=prefix or None):
+                yield _info(blob)
+        except _ERRORS as exc:
+            _raise(exc, "list")
+
+
+def _info(blob: Any) -> ObjectInfo:
+    return ObjectInfo(key=blob.name, size=blob.size, etag=blob.etag or "", modified=blob.updated)
+
+
+def _raise(exc: Exception, operation: str) -> NoReturn:
+    kind: type[StorageError]
+    if isinstance(exc, gexc.NotFound):
+        kind, reason = NotFound, "no such key (or bucket)"
+    elif isinstance(exc, gexc.Forbidden | gexc.Unauthorized | GoogleAuthError):
+        kind, reason = PermissionDenied, f"access denied by GCS: {exc}"
+    else:
+        kind, reason = BackendUnavailable, f"GCS error: {exc}"
+    raise kind(reason, operation=operation, cause=exc) from exc

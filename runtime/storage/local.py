@@ -1,0 +1,131 @@
+"""Local filesystem adapter: full keys are paths below a root directory.
+
+Writes go to a temp file in the target's directory, are flushed to disk and renamed over the
+target, so a reader sees the old object or the new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
+from runtime.storage.base import Body, ObjectInfo
+
+# Temp files carry this prefix so `list` can skip an upload in progress.
+TEMP_PREFIX = ".satchel-tmp-"
+_COPY_CHUNK = 1024 * 1024
+
+
+class LocalAdapter:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as exc:
+            _raise(exc, "read")
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except OSError as exc:
+            _raise(exc, "open")
+
+    def write(self, key: str, body: Body) -> None:
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        except OSError as exc:
+            _raise(exc, "write")
+        try:
+            with os.fdopen(fd, "wb") as temp:
+                if isinstance(body, bytes | bytearray | memoryview):
+                    temp.write(body)
+                else:
+                    shutil.copyfileobj(body, temp, _COPY_CHUNK)
+                temp.flush()
+                os.fsync(temp.fileno())
+            os.chmod(temp_name, 0o644)  # mkstemp makes 0600; objects are ordinary files
+            os.replace(temp_name, target)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            if isinstance(exc, OSError):
+                _raise(exc, "write")
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            _raise(exc, "stat")
+        if not path.is_file():
+            raise NotFound("not a file")
+        return _info(key, st)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            _raise(exc, "delete")
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # `prefix` is '' or ends with '/': it names a directory below the root.
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return
+        for directory, dirs, files in os.walk(base, onerror=_walk_error):
+            dirs.sort()
+            for name in sorted(files):
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(directory, name)
+                with contextlib.suppress(FileNotFoundError):  # deleted while listing
+                    yield _info(path.relative_to(self.root).as_posix(), path.stat())
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    # A cheap validator in the style of web servers' weak ETags: size and mtime.
+    tag = hashlib.md5(f"{st.st_size}-{st.st_mtime_ns}".encode(), usedforsecurity=False)
+    return ObjectInfo(
+        key=key,
+        size=st.st_size,
+        etag=tag.hexdigest(),
+        modified=datetime.fromtimestamp(st.st_mtime, UTC),
+    )
+
+
+def _walk_error(exc: OSError) -> None:
+    _raise(exc, "list")
+
+
+def _raise(exc: OSError, operation: str) -> NoReturn:
+    reason = exc.strerror or str(exc)
+    kind: type[StorageError]
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+        kind = NotFound
+    elif isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        kind = PermissionDenied
+    else:  # ENOSPC, EIO, ...
+        kind = BackendUnavailable
+    raise kind(reason, operation=operation, cause=exc) from exc

@@ -1,0 +1,169 @@
+"""S3 (and S3-compatible) adapter on boto3.
+
+Request economy: `read` is one GET, `exists`/`stat` one HEAD, `write` one PUT (a stream over
+the multipart threshold: one multipart upload), `delete` one DELETE. No ACL is ever sent:
+buckets with object ownership enforced reject ACL headers.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any, BinaryIO, NoReturn
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
+from runtime.storage.base import Body, ObjectInfo
+
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+TRANSFER = TransferConfig(
+    multipart_threshold=MULTIPART_THRESHOLD,
+    multipart_chunksize=MULTIPART_THRESHOLD,
+    max_concurrency=4,
+)
+_STREAM_CHUNK = 1024 * 1024
+
+_NOT_FOUND = {"NoSuchKey", "NotFound", "404", "NoSuchBucket"}
+_DENIED = {
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+}
+
+
+class S3Adapter:
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def read(self, key: str) -> bytes:
+        with self.open(key) as stream:
+            return stream.read()
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, "read")
+        return io.BufferedReader(_BodyStream(body), buffer_size=_STREAM_CHUNK)
+
+    def write(self, key: str, body: Body) -> None:
+        try:
+            if isinstance(body, bytes | bytearray | memoryview):
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body))
+            else:
+                self.client.upload_fileobj(body, self.bucket, key, Config=TRANSFER)
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, "write")
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND:
+                return False
+            _raise(exc, "exists")
+        except BotoCoreError as exc:
+            _raise(exc, "exists")
+        return True
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, "stat")
+        return ObjectInfo(
+            key=key,
+            size=head["ContentLength"],
+            etag=head["ETag"].strip('"'),
+            modified=head["LastModified"],
+        )
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, "delete")
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        key=item["Key"],
+                        size=item["Size"],
+                        etag=item["ETag"].strip('"'),
+                        modified=item["LastModified"],
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, "list")
+
+
+class _BodyStream(io.RawIOBase):
+    """A botocore StreamingBody as a raw stream whose errors are StorageErrors."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            chunk = self._body.read(len(buffer))
+        except (BotoCoreError, OSError) as exc:
+            raise BackendUnavailable(
+                f"the connection broke while reading: {exc}", operation="read", cause=exc
+            ) from exc
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _raise(exc: Exception, operation: str) -> NoReturn:
+    kind: type[StorageError]
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = exc.response.get("Error", {}).get("Message") or code
+        if code in _NOT_FOUND or status == 404:
+            kind = NotFound
+            reason = "the bucket does not exist" if code == "NoSuchBucket" else "no such key"
+        elif code in _DENIED or status == 403:
+            kind = PermissionDenied
+            reason = f"access denied by S3 ({code}: {message}); check the credentials and policy"
+        else:
+            kind = BackendUnavailable
+            reason = f"S3 error {code} (HTTP {status}): {message}"
+    elif isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        kind = PermissionDenied
+        reason = f"no usable AWS credentials: {exc}; run 'satchel doctor' for details"
+    elif isinstance(exc, ConnectionError):
+        kind = BackendUnavailable
+        reason = f"cannot reach S3: {exc}"
+    else:
+        kind = BackendUnavailable
+        reason = str(exc)
+    raise kind(reason, operation=operation, cause=exc) from exc

@@ -1,0 +1,194 @@
+"""One behavioural suite for every adapter: local directory, S3 (SeaweedFS), GCS (fake-gcs-server).
+
+The `storage` fixture is the single hook that builds a storage; each test runs once per backend.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import runtime
+from runtime import InvalidKey, NotFound, Storage, Storages
+from tests.servers import FakeGcs
+
+GCS_BUCKET = "satchel-gcs-test"
+
+
+def _gcs_env(fake_gcs: FakeGcs, tmp_path: Path) -> dict[str, str]:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    client = gcs.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": fake_gcs.endpoint},
+    )
+    if client.lookup_bucket(GCS_BUCKET) is None:
+        client.create_bucket(GCS_BUCKET)
+    prefix = f"t-{secrets.token_hex(4)}"
+    config = tmp_path / "storage.yaml"
+    config.write_text(
+        f"""
+flysystem:
+    storages:
+        gcloud.storage:
+            adapter: 'gcloud'
+            options:
+                client: 'gcloud_client_service'
+                bucket: '{GCS_BUCKET}'
+                prefix: '{prefix}/packages'
+        gcloud.artifact:
+            adapter: 'gcloud'
+            options:
+                client: 'gcloud_client_service'
+                bucket: '{GCS_BUCKET}'
+                prefix: '{prefix}/artifact'
+services:
+    gcloud_client_service:
+        class: Google\\Cloud\\Storage\\StorageClient
+        arguments:
+            - {{ projectId: 'test' }}
+"""
+    )
+    return {
+        "STORAGE_SOURCE": "gcloud",
+        "SATCHEL_STORAGE_CONFIG": str(config),
+        "STORAGE_EMULATOR_HOST": fake_gcs.endpoint,
+        "STORAGE_AWS_MIRROR_META_PREFIX": f"{prefix}/mirror-meta",
+        "STORAGE_AWS_MIRROR_DIST_PREFIX": f"{prefix}/mirror-dist",
+    }
+
+
+@pytest.fixture(params=["local", "s3", "gcs"])
+def storages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storages]:
+    if request.param == "local":
+        env = request.getfixturevalue("local_env")
+    elif request.param == "s3":
+        env = request.getfixturevalue("s3_env")
+    else:
+        env = _gcs_env(request.getfixturevalue("fake_gcs"), tmp_path)
+    yield runtime.open_storages(runtime.load_settings(env))
+
+
+@pytest.fixture
+def storage(storages: Storages) -> Storage:
+    return storages.packages
+
+
+def test_writing_and_reading_a_file(storage: Storage) -> None:
+    storage.write("vendor/pkg/1.0.zip", b"zip bytes")
+    assert storage.read("vendor/pkg/1.0.zip") == b"zip bytes"
+
+
+def test_writing_and_reading_an_empty_file(storage: Storage) -> None:
+    storage.write("empty", b"")
+    assert storage.read("empty") == b""
+    assert storage.stat("empty").size == 0
+
+
+def test_writing_a_stream_and_opening_it_as_a_stream(storage: Storage) -> None:
+    payload = secrets.token_bytes(3 * 1024 * 1024 + 7)
+    storage.write("big.bin", io.BytesIO(payload))
+    with storage.open("big.bin") as stream:
+        first = stream.read(1000)
+        rest = stream.read()
+    assert first + rest == payload
+
+
+def test_overwriting_a_file_replaces_its_contents(storage: Storage) -> None:
+    storage.write("f.json", b'{"v": 1}')
+    storage.write("f.json", b'{"v": 2}')
+    assert json.loads(storage.read("f.json")) == {"v": 2}
+
+
+def test_reading_a_file_that_does_not_exist(storage: Storage) -> None:
+    with pytest.raises(NotFound) as caught:
+        storage.read("missing/file.zip")
+    assert caught.value.key == "missing/file.zip"
+    assert caught.value.storage == "packages"
+    assert "packages" in str(caught.value) and "missing/file.zip" in str(caught.value)
+
+
+def test_opening_a_file_that_does_not_exist(storage: Storage) -> None:
+    with pytest.raises(NotFound):
+        storage.open("missing.zip")
+
+
+def test_checking_existence(storage: Storage) -> None:
+    assert not storage.exists("a.txt")
+    storage.write("a.txt", b"x")
+    assert storage.exists("a.txt")
+
+
+def test_stat_gives_size_etag_and_modification_time(storage: Storage) -> None:
+    storage.write("dir/s.txt", b"12345")
+    info = storage.stat("dir/s.txt")
+    assert info.key == "dir/s.txt"
+    assert info.size == 5
+    assert info.etag
+    assert info.modified.tzinfo is not None
+    storage.write("dir/s.txt", b"123456")
+    assert storage.stat("dir/s.txt").etag != info.etag
+
+
+def test_stat_of_a_file_that_does_not_exist(storage: Storage) -> None:
+    with pytest.raises(NotFound):
+        storage.stat("nope")
+
+
+def test_deleting_a_file(storage: Storage) -> None:
+    storage.write("d.txt", b"x")
+    storage.delete("d.txt")
+    assert not storage.exists("d.txt")
+
+
+def test_deleting_a_file_that_does_not_exist_is_not_an_error(storage: Storage) -> None:
+    storage.delete("never-written.txt")
+
+
+def test_listing_a_prefix_returns_relative_keys_below_it_only(storage: Storage) -> None:
+    for key in ("a/1.zip", "a/sub/2.zip", "ab/3.zip", "b.zip"):
+        storage.write(key, b"x")
+    assert sorted(i.key for i in storage.list("a")) == ["a/1.zip", "a/sub/2.zip"]
+    assert sorted(i.key for i in storage.list()) == ["a/1.zip", "a/sub/2.zip", "ab/3.zip", "b.zip"]
+    assert [i.size for i in storage.list("b.zip/")] == []
+
+
+def test_listing_an_empty_prefix_returns_nothing(storage: Storage) -> None:
+    assert list(storage.list("no/such/dir")) == []
+
+
+def test_keys_are_normalised_like_flysystem(storage: Storage) -> None:
+    storage.write("\\win\\style\\key.txt", b"w")
+    assert storage.read("/win/style/./key.txt") == b"w"
+    assert storage.read("win/other/../style/key.txt") == b"w"
+    assert [i.key for i in storage.list("win")] == ["win/style/key.txt"]
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    ["../escape", "a/../../escape", "nul\x00byte", "line\nbreak", "", "/", "x" * 1100],
+)
+def test_invalid_keys_are_rejected_before_any_io(storage: Storage, bad_key: str) -> None:
+    with pytest.raises(InvalidKey):
+        storage.write(bad_key, b"x")
+    with pytest.raises(InvalidKey):
+        storage.read(bad_key)
+    assert list(storage.list()) == []
+
+
+def test_storages_are_isolated_by_prefix(storages: Storages) -> None:
+    storages.packages.write("same.txt", b"packages")
+    storages.artifacts.write("same.txt", b"artifacts")
+    storages.mirror_meta.write("same.txt", b"meta")
+    assert storages.packages.read("same.txt") == b"packages"
+    assert storages.artifacts.read("same.txt") == b"artifacts"
+    assert storages.mirror_meta.read("same.txt") == b"meta"
+    assert not storages.mirror_dist.exists("same.txt")
+    assert [i.key for i in storages.artifacts.list()] == ["same.txt"]
