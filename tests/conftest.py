@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,10 +46,14 @@ def s3_env(seaweed: SeaweedFS) -> dict[str, str]:
         "accessKeySecret": seaweed.admin.secret_key,
         "region": "waw",
     }
+    run = f"t-{secrets.token_hex(4)}"  # every test gets its own four prefixes
     return {
         "STORAGE_SOURCE": "s3",
         "STORAGE_AWS_BUCKET": seaweed.bucket,
-        "STORAGE_AWS_PREFIX": f"t-{secrets.token_hex(4)}",
+        "STORAGE_AWS_PREFIX": f"{run}/packeton",
+        "STORAGE_AWS_ARTIFACT_PREFIX": f"{run}/artifact",
+        "STORAGE_AWS_MIRROR_META_PREFIX": f"{run}/mirror-meta",
+        "STORAGE_AWS_MIRROR_DIST_PREFIX": f"{run}/mirror-dist",
         "STORAGE_AWS_ARGS": json.dumps(args),
     }
 
@@ -56,3 +61,28 @@ def s3_env(seaweed: SeaweedFS) -> dict[str, str]:
 @pytest.fixture
 def local_env(tmp_path: Path) -> dict[str, str]:
     return {"STORAGE_SOURCE": "local", "SATCHEL_LOCAL_ROOT": str(tmp_path / "storage")}
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Mount a real tmpfs (`size`, `ro`): root ignores permission bits, so chmod proves nothing."""
+    mounted: list[Path] = []
+
+    def mount(name: str = "fs", *, size: str = "1m", read_only: bool = False) -> Path:
+        target = tmp_path / name
+        target.mkdir(parents=True)
+        options = f"size={size}" + (",ro" if read_only else "")
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], check=False)

@@ -10,7 +10,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -53,10 +52,7 @@ class LocalAdapter:
             _raise(exc, "write")
         try:
             with os.fdopen(fd, "wb") as temp:
-                if isinstance(body, bytes | bytearray | memoryview):
-                    temp.write(body)
-                else:
-                    shutil.copyfileobj(body, temp, _COPY_CHUNK)
+                _copy(body, temp)
                 temp.flush()
                 os.fsync(temp.fileno())
             os.chmod(temp_name, 0o644)  # mkstemp makes 0600; objects are ordinary files
@@ -64,6 +60,8 @@ class LocalAdapter:
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temp_name)
+            if isinstance(exc, _SourceFailed):
+                raise exc.original from None
             if isinstance(exc, OSError):
                 _raise(exc, "write")
             raise
@@ -102,6 +100,27 @@ class LocalAdapter:
                 path = Path(directory, name)
                 with contextlib.suppress(FileNotFoundError):  # deleted while listing
                     yield _info(path.relative_to(self.root).as_posix(), path.stat())
+
+
+class _SourceFailed(Exception):
+    """Reading the caller's stream failed: re-raised as is, not as a storage error."""
+
+    def __init__(self, original: BaseException) -> None:
+        self.original = original
+
+
+def _copy(body: Body, temp: BinaryIO) -> None:
+    if isinstance(body, bytes | bytearray | memoryview):
+        temp.write(body)
+        return
+    while True:
+        try:
+            chunk = body.read(_COPY_CHUNK)
+        except Exception as exc:
+            raise _SourceFailed(exc) from exc
+        if not chunk:
+            return
+        temp.write(chunk)
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:

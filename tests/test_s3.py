@@ -1,0 +1,189 @@
+"""S3 specifics against SeaweedFS: request economy, headers, checksums, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import runtime
+from infra.local.ports import free_port
+from infra.local.seaweedfs import SeaweedFS
+from runtime import BackendUnavailable, NotFound, PermissionDenied, Storage
+from runtime.aws import checksum_policy
+from runtime.storage.s3 import MULTIPART_THRESHOLD
+
+
+@dataclass
+class Requests:
+    """HTTP requests as sent (one entry per attempt), recorded by a botocore event hook."""
+
+    sent: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def __call__(self, request: Any, event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        self.sent.append((operation, {k.lower(): str(v) for k, v in request.headers.items()}))
+
+    @property
+    def operations(self) -> list[str]:
+        return [operation for operation, _ in self.sent]
+
+
+def _storage(env: dict[str, str]) -> Storage:
+    return runtime.open_storages(runtime.load_settings(env)).packages
+
+
+@pytest.fixture
+def s3(s3_env: dict[str, str]) -> Storage:
+    return _storage(s3_env)
+
+
+@pytest.fixture
+def requests(s3: Storage) -> Iterator[Requests]:
+    recorder = Requests()
+    events = s3.adapter.client.meta.events  # type: ignore[attr-defined]
+    events.register("before-send.s3", recorder)
+    yield recorder
+    events.unregister("before-send.s3", recorder)
+
+
+def test_each_operation_costs_exactly_one_request(s3: Storage, requests: Requests) -> None:
+    s3.write("k.json", b"{}")
+    s3.write("stream.json", io.BytesIO(b"[]"))
+    assert s3.read("k.json") == b"{}"
+    assert s3.exists("k.json")
+    assert not s3.exists("absent.json")
+    s3.stat("k.json")
+    with s3.open("stream.json") as stream:
+        stream.read()
+    s3.delete("k.json")
+    assert requests.operations == [
+        "PutObject",
+        "PutObject",
+        "GetObject",
+        "HeadObject",
+        "HeadObject",
+        "HeadObject",
+        "GetObject",
+        "DeleteObject",
+    ]
+
+
+def test_a_read_of_a_missing_key_is_one_get_not_head_then_get(
+    s3: Storage, requests: Requests
+) -> None:
+    with pytest.raises(NotFound):
+        s3.read("absent")
+    assert requests.operations == ["GetObject"]
+
+
+def test_a_large_stream_is_one_multipart_upload(s3: Storage, requests: Requests) -> None:
+    payload = secrets.token_bytes(2 * MULTIPART_THRESHOLD + 123)
+    s3.write("big.bin", io.BytesIO(payload))
+    assert requests.operations[0] == "CreateMultipartUpload"
+    assert requests.operations[-1] == "CompleteMultipartUpload"
+    assert requests.operations.count("UploadPart") == 3
+    assert hashlib.sha256(s3.read("big.bin")).digest() == hashlib.sha256(payload).digest()
+
+
+def test_writes_never_send_an_acl(s3: Storage, requests: Requests) -> None:
+    s3.write("a", b"x")
+    s3.write("b", io.BytesIO(secrets.token_bytes(MULTIPART_THRESHOLD + 1)))
+    assert requests.sent
+    assert not [h for _, h in requests.sent if any(k.startswith("x-amz-acl") for k in h)]
+
+
+def test_custom_endpoints_send_no_flexible_checksums(s3: Storage, requests: Requests) -> None:
+    """S3-compatible servers get plain bodies: no aws-chunked encoding, no CRC trailers."""
+    s3.write("a", b"x")
+    s3.write("b", io.BytesIO(secrets.token_bytes(MULTIPART_THRESHOLD + 1)))
+    for operation, headers in requests.sent:
+        assert "x-amz-trailer" not in headers, operation
+        assert "aws-chunked" not in headers.get("content-encoding", ""), operation
+        assert not [k for k in headers if k.startswith("x-amz-checksum-")], operation
+
+
+def test_aws_default_checksums_can_be_chosen_and_seaweedfs_verifies_them(
+    s3_env: dict[str, str],
+) -> None:
+    s3 = _storage({**s3_env, "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_SUPPORTED"})
+    recorder = Requests()
+    s3.adapter.client.meta.events.register("before-send.s3", recorder)  # type: ignore[attr-defined]
+    payload = secrets.token_bytes(MULTIPART_THRESHOLD + 5)
+    s3.write("small", b"checked")
+    s3.write("multi", io.BytesIO(payload))
+    assert s3.read("small") == b"checked"
+    assert s3.read("multi") == payload
+    put_headers = recorder.sent[0][1]
+    assert "x-amz-trailer" in put_headers or "x-amz-checksum-crc32" in put_headers
+
+
+def test_checksum_policy_is_aws_default_on_aws_and_when_required_elsewhere() -> None:
+    assert checksum_policy(None, {}) == "when_supported"
+    assert checksum_policy("https://s3.waw.io.cloud.ovh.net", {}) == "when_required"
+    explicit = {"AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_SUPPORTED"}
+    assert checksum_policy("https://minio.local", explicit) == "when_supported"
+
+
+def test_path_style_addressing_works(s3_env: dict[str, str]) -> None:
+    args = {**json.loads(s3_env["STORAGE_AWS_ARGS"]), "pathStyleEndpoint": True}
+    s3 = _storage({**s3_env, "STORAGE_AWS_ARGS": json.dumps(args)})
+    s3.write("p.txt", b"path style")
+    assert s3.read("p.txt") == b"path style"
+
+
+def test_the_endpoint_can_come_from_aws_endpoint_url(s3_env: dict[str, str]) -> None:
+    args = json.loads(s3_env["STORAGE_AWS_ARGS"])
+    endpoint = args.pop("endpoint")
+    s3 = _storage({**s3_env, "STORAGE_AWS_ARGS": json.dumps(args), "AWS_ENDPOINT_URL": endpoint})
+    s3.write("e.txt", b"via env")
+    assert s3.read("e.txt") == b"via env"
+
+
+def test_a_wrong_secret_is_permission_denied_without_the_secret(s3_env: dict[str, str]) -> None:
+    wrong = "not-the-secret-" + secrets.token_hex(8)
+    args = {**json.loads(s3_env["STORAGE_AWS_ARGS"]), "accessKeySecret": wrong}
+    s3 = _storage({**s3_env, "STORAGE_AWS_ARGS": json.dumps(args)})
+    with pytest.raises(PermissionDenied) as caught:
+        s3.write("denied.txt", b"x")
+    assert caught.value.storage == "packages" and caught.value.key == "denied.txt"
+    assert wrong not in str(caught.value) and wrong not in repr(caught.value)
+
+
+def test_a_missing_bucket_is_not_found(s3_env: dict[str, str]) -> None:
+    # (SeaweedFS creates a bucket on an admin's first PUT, so only a read shows this.)
+    s3 = _storage({**s3_env, "STORAGE_AWS_BUCKET": f"no-such-bucket-{secrets.token_hex(4)}"})
+    with pytest.raises(NotFound, match="bucket does not exist"):
+        s3.read("x.txt")
+
+
+def test_an_unreachable_endpoint_is_backend_unavailable(s3_env: dict[str, str]) -> None:
+    args = {**json.loads(s3_env["STORAGE_AWS_ARGS"]), "endpoint": f"http://127.0.0.1:{free_port()}"}
+    s3 = _storage({**s3_env, "STORAGE_AWS_ARGS": json.dumps(args)})
+    with pytest.raises(BackendUnavailable, match="cannot reach S3"):
+        s3.read("x.txt")
+
+
+def test_the_ovh_style_example_reaches_seaweedfs(seaweed: SeaweedFS) -> None:
+    """Endpoint, keys and region only, exactly the keys of the seed's first example."""
+    args = {
+        "endpoint": seaweed.endpoint,
+        "accessKeyId": seaweed.admin.access_key,
+        "accessKeySecret": seaweed.admin.secret_key,
+        "region": "waw",
+    }
+    env = {"STORAGE_SOURCE": "s3", "STORAGE_AWS_BUCKET": seaweed.bucket}
+    storages = runtime.open_storages(
+        runtime.load_settings({**env, "STORAGE_AWS_ARGS": json.dumps(args)})
+    )
+    key = f"ovh-{secrets.token_hex(4)}.txt"
+    storages.artifacts.write(key, b"artifact")
+    stored = seaweed.admin_client().get_object(Bucket=seaweed.bucket, Key=f"artifact/{key}")
+    assert stored["Body"].read() == b"artifact"
+    storages.artifacts.delete(key)
