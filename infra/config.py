@@ -1,0 +1,197 @@
+"""The stack config: one schema for `pulumi up` and for the local target.
+
+`Pulumi.<stack>.yaml` holds `config:` keys namespaced by project (`satchel:namespace`) or by
+provider (`aws:region`). `StackConfig` validates them before any resource is declared: an
+unknown or mistyped key fails with its own name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT = "satchel"
+ROOT = Path(__file__).resolve().parent.parent
+
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
+
+
+class ConfigKeyError(ValueError):
+    """A stack config key is unknown or invalid; the message starts with the key's name."""
+
+
+class StackConfig(BaseModel):
+    """Every `satchel:` key (camelCase in YAML), plus `aws:region`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    region: str = Field(alias="aws:region", description="AWS region of the bucket and role")
+    cluster_name: str | None = Field(
+        default=None,
+        alias="clusterName",
+        description="EKS cluster; its OIDC issuer and kube access are looked up from it",
+    )
+    oidc_issuer_url: str | None = Field(
+        default=None,
+        alias="oidcIssuerUrl",
+        description="The cluster's OIDC issuer URL, when no clusterName is given",
+    )
+    create_oidc_provider: bool = Field(
+        default=False,
+        alias="createOidcProvider",
+        description="Create the IAM OIDC provider for the issuer (else it must exist)",
+    )
+    namespace: str = Field(default="packeton", description="Kubernetes namespace of the app")
+    create_namespace: bool = Field(
+        default=False, alias="createNamespace", description="Create the namespace"
+    )
+    service_account: str = Field(
+        default="packeton",
+        alias="serviceAccount",
+        description="The app's ServiceAccount: the only one allowed to assume the role",
+    )
+    bucket_name: str | None = Field(
+        default=None, alias="bucketName", description="Exact bucket name (else generated)"
+    )
+    bucket_name_prefix: str = Field(
+        default="satchel-",
+        alias="bucketNamePrefix",
+        description="Prefix of the generated bucket name when bucketName is not set",
+    )
+    versioning: bool = Field(default=True, description="Keep object versions")
+    kms_key_arn: str | None = Field(
+        default=None,
+        alias="kmsKeyArn",
+        description="KMS key for default encryption (SSE-KMS); SSE-S3 when not set",
+    )
+    noncurrent_version_expiration_days: int = Field(
+        default=30,
+        alias="noncurrentVersionExpirationDays",
+        ge=1,
+        description="Days before noncurrent object versions are deleted",
+    )
+    force_destroy: bool = Field(
+        default=False,
+        alias="forceDestroy",
+        description="Let `pulumi destroy` delete a non-empty bucket",
+    )
+    storage_prefix: str = Field(
+        default="packeton", alias="storagePrefix", description="STORAGE_AWS_PREFIX"
+    )
+    artifact_prefix: str = Field(
+        default="artifact", alias="artifactPrefix", description="STORAGE_AWS_ARTIFACT_PREFIX"
+    )
+    mirror_meta_prefix: str = Field(
+        default="mirror-meta",
+        alias="mirrorMetaPrefix",
+        description="STORAGE_AWS_MIRROR_META_PREFIX",
+    )
+    mirror_dist_prefix: str = Field(
+        default="mirror-dist",
+        alias="mirrorDistPrefix",
+        description="STORAGE_AWS_MIRROR_DIST_PREFIX",
+    )
+    identity_mode: Literal["irsa", "pod-identity"] = Field(
+        default="irsa",
+        alias="identityMode",
+        description="How pods get AWS credentials: irsa or pod-identity",
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags on every AWS resource")
+    mirror_metadata_cache_dir: str = Field(
+        default="",
+        alias="mirrorMetadataCacheDir",
+        description="MIRROR_METADATA_CACHE_DIR of the app; empty = stateless",
+    )
+    mirror_dist_cache_dir: str = Field(
+        default="",
+        alias="mirrorDistCacheDir",
+        description="MIRROR_DIST_CACHE_DIR of the app; empty = stateless",
+    )
+    kubeconfig: str | None = Field(
+        default=None,
+        description="Kubeconfig (contents or path) for the Kubernetes provider",
+    )
+    kube_context: str | None = Field(
+        default=None, alias="kubeContext", description="Context within the kubeconfig"
+    )
+
+    @field_validator("namespace", "service_account")
+    @classmethod
+    def _k8s_name(cls, value: str) -> str:
+        if not _K8S_NAME.match(value) or len(value) > 63:
+            raise ValueError("must be a Kubernetes name: lowercase letters, digits and '-'")
+        return value
+
+    @field_validator(
+        "storage_prefix", "artifact_prefix", "mirror_meta_prefix", "mirror_dist_prefix"
+    )
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or not _PREFIX.match(value) or ".." in value.split("/"):
+            raise ValueError("must be a non-empty S3 key prefix such as 'packeton'")
+        return value
+
+    @field_validator("oidc_issuer_url")
+    @classmethod
+    def _https_issuer(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be the https:// issuer URL of the cluster")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _one_issuer_source(self) -> StackConfig:
+        if self.identity_mode == "pod-identity" and not self.cluster_name:
+            raise ValueError("clusterName: pod-identity mode needs the EKS cluster name")
+        if self.identity_mode == "irsa" and not (self.cluster_name or self.oidc_issuer_url):
+            raise ValueError("clusterName: set clusterName or oidcIssuerUrl for irsa mode")
+        return self
+
+    @property
+    def prefixes(self) -> dict[str, str]:
+        """Role -> prefix, in the runtime's role names."""
+        return {
+            "packages": self.storage_prefix,
+            "artifacts": self.artifact_prefix,
+            "mirror_meta": self.mirror_meta_prefix,
+            "mirror_dist": self.mirror_dist_prefix,
+        }
+
+
+def parse_stack_config(values: Mapping[str, Any]) -> StackConfig:
+    """Validate flattened config (`satchel:key` / `aws:region`), or raise ConfigKeyError."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        namespace, _, name = key.partition(":")
+        if key == "aws:region":
+            flat[key] = value
+        elif namespace == PROJECT and name:
+            flat[name] = value
+        elif namespace in ("aws", "kubernetes", "pulumi"):
+            continue  # provider settings: Pulumi passes them to the providers
+        else:
+            raise ConfigKeyError(f"{key}: unknown config key; Satchel's keys are 'satchel:*'")
+    try:
+        return StackConfig.model_validate(flat)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(part) for part in error["loc"])
+        key = f"satchel:{loc}" if loc and loc != "aws:region" else loc or "config"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not loc and ":" in message:  # model-level checks name their key first
+            name, _, message = message.partition(": ")
+            key = f"satchel:{name}"
+        raise ConfigKeyError(f"{key}: {message}") from None
+
+
+def load_stack_config(stack: str = "dev", root: Path = ROOT) -> StackConfig:
+    """Read `Pulumi.<stack>.yaml` the way Pulumi does (its `config:` block)."""
+    path = root / f"Pulumi.{stack}.yaml"
+    document = yaml.safe_load(path.read_text()) or {}
+    return parse_stack_config(document.get("config") or {})

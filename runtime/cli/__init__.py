@@ -1,0 +1,22 @@
+"""The `satchel` command line: the app and its commands (each in its own module)."""
+
+from __future__ import annotations
+
+import typer
+
+from runtime.cli import doctor, env, files
+
+app = typer.Typer(
+    name="satchel",
+    help="Satchel: package-repository storage on S3, GCS or a local directory.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Expected failures print one line (runtime.cli.common); never dump locals, they may
+    # hold credentials.
+    pretty_exceptions_show_locals=False,
+)
+
+app.command()(env.env)
+app.command()(doctor.doctor)
+for command in (files.ls, files.cat, files.put, files.rm):
+    app.command()(command)

@@ -1,0 +1,57 @@
+"""`satchel doctor`: renders `runtime.doctor.run_doctor`; exit 0 only when every probe passed."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from runtime import load_settings
+from runtime.cli.common import EXIT_FAILED, JsonOption, errors_reported
+from runtime.doctor import DoctorReport, run_doctor
+
+_MARK = {True: ("✓", "green"), False: ("✗", "red"), None: ("-", "dim")}
+
+
+def doctor(as_json: JsonOption = False) -> None:
+    """Show where credentials come from and probe every storage (write, read, delete)."""
+    with errors_reported():
+        report = run_doctor(load_settings())
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        render(report, Console())
+    raise typer.Exit(0 if report.ok else EXIT_FAILED)
+
+
+def render(report: DoctorReport, console: Console) -> None:
+    credentials = dict(report.credentials)
+    line = Text(f"credentials: {credentials.pop('source')}")
+    details = ", ".join(f"{name}={value}" for name, value in credentials.items() if value)
+    if details:
+        line.append(f" ({details})")
+    console.print(line, soft_wrap=True)
+    width = max(len(check.location) for check in report.storages.values())
+    for role, check in report.storages.items():
+        # Text objects throughout: keys, paths and messages are data, never Rich markup.
+        line = Text.assemble(
+            _mark(check.ok), f" {role:<12} {check.kind:<5} {check.location:<{width}}"
+        )
+        for step, result in check.steps.items():
+            line.append(f" {step} ").append_text(_mark(result))
+        console.print(line, soft_wrap=True)
+        if check.error:
+            console.print(Text(f"    error: {check.error}", style="red"), soft_wrap=True)
+        if check.hint:
+            console.print(Text(f"    hint:  {check.hint}", style="yellow"), soft_wrap=True)
+    failed = sum(not check.ok for check in report.storages.values())
+    total = len(report.storages)
+    summary = f"{failed} of {total} storages failed" if failed else f"all {total} storages passed"
+    console.print(Text(summary, style="bold red" if failed else "bold green"))
+
+
+def _mark(result: bool | None) -> Text:
+    symbol, style = _MARK[result]
+    return Text(symbol, style=style)
