@@ -12,7 +12,7 @@ import boto3
 from botocore.config import Config
 
 from runtime.aws_args import AwsArgs
-from runtime.credentials import resolve_credentials
+from runtime.credentials import ResolvedCredentials
 
 DEFAULT_REGION = "us-east-1"
 
@@ -57,10 +57,11 @@ def client_config(args: AwsArgs, environ: Mapping[str, str], **overrides: Any) -
     return Config(**options)
 
 
-def s3_client(args: AwsArgs, environ: Mapping[str, str], **config: Any) -> Any:
-    """An S3 client for these args, with credentials resolved from args and environment."""
-    resolved = resolve_credentials(args, environ)
-    session = boto3.session.Session(botocore_session=resolved.botocore_session())
+def s3_client(
+    args: AwsArgs, environ: Mapping[str, str], credentials: ResolvedCredentials, **config: Any
+) -> Any:
+    """An S3 client for these args, signing with the given resolved credentials."""
+    session = boto3.session.Session(botocore_session=credentials.botocore_session())
     return session.client(
         "s3", endpoint_url=s3_endpoint(args, environ), config=client_config(args, environ, **config)
     )

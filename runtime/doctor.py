@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.aws import s3_endpoint
-from runtime.credentials import CredentialInfo, resolve_credentials
+from runtime.credentials import CredentialInfo, ResolvedCredentials, resolve_credentials
 from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
 from runtime.settings import LOCAL_ROOT_VAR, STORAGE_CONFIG_VAR, Settings
-from runtime.specs import ROLES, GcsSpec, LocalSpec, Role, S3Spec, StorageSpec, describe
+from runtime.specs import ROLES, GcsSpec, Role, S3Spec, StorageSpec, describe
 from runtime.storage import Storage, open_storages
 
 PROBE_DIR = ".satchel-doctor"
 STEPS = ("write", "read", "delete")
+# The credential fields of the JSON report (DESIGN.md), whatever else CredentialInfo carries.
+CREDENTIAL_KEYS = ("source", "role_arn", "token_file", "session_name", "expires")
 
 
 class ReadMismatch(StorageError):
@@ -53,7 +55,7 @@ class StorageCheck:
 
 @dataclass(frozen=True)
 class DoctorReport:
-    credentials: dict[str, Any]
+    credentials: CredentialInfo  # those of the packages storage
     storages: dict[Role, StorageCheck]
 
     @property
@@ -62,8 +64,9 @@ class DoctorReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The `satchel doctor --json` document (DESIGN.md); new sections go in here."""
+        credentials = self.credentials.as_dict()
         return {
-            "credentials": self.credentials,
+            "credentials": {key: credentials.get(key) for key in CREDENTIAL_KEYS},
             "storages": {role: check.as_dict() for role, check in self.storages.items()},
             "ok": self.ok,
         }
@@ -72,7 +75,6 @@ class DoctorReport:
 def run_doctor(settings: Settings) -> DoctorReport:
     """Probe every storage. A ConfigError from opening them propagates (it is no probe result)."""
     storages = open_storages(settings)
-    credentials = describe_credentials(settings.storages["packages"], settings)
 
     def check(role: Role) -> StorageCheck:
         return probe(storages.by_role(role), settings.storages[role], settings)
@@ -80,14 +82,24 @@ def run_doctor(settings: Settings) -> DoctorReport:
     # In parallel: against an unreachable endpoint each probe waits out its own timeouts.
     with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:
         checks = list(pool.map(check, ROLES))
+    # After the probes: temporary credentials have been fetched by then and know their expiry.
+    credentials = describe_credentials(storages.packages, settings.storages["packages"], settings)
     return DoctorReport(credentials=credentials, storages=dict(zip(ROLES, checks, strict=True)))
 
 
-def describe_credentials(spec: StorageSpec, settings: Settings) -> dict[str, Any]:
+def describe_credentials(
+    storage: Storage | None, spec: StorageSpec, settings: Settings
+) -> CredentialInfo:
     """Where a storage's credentials come from (never the credentials themselves)."""
     if isinstance(spec, S3Spec):
-        return resolve_credentials(spec.args, settings.environ).info.as_dict()
-    return CredentialInfo(source="gcs" if isinstance(spec, GcsSpec) else "none").as_dict()
+        # The client's own credentials when the adapter exposes them, else resolved afresh.
+        resolved: ResolvedCredentials | None = (
+            getattr(storage.adapter, "credentials", None) if storage else None
+        )
+        if resolved is None:
+            resolved = resolve_credentials(spec.args, settings.environ)
+        return resolved.info
+    return CredentialInfo(source="gcs" if isinstance(spec, GcsSpec) else "none")
 
 
 def probe(storage: Storage, spec: StorageSpec, settings: Settings) -> StorageCheck:
@@ -125,7 +137,7 @@ def probe(storage: Storage, spec: StorageSpec, settings: Settings) -> StorageChe
     if failure is None:
         return StorageCheck(where["kind"], where["location"], steps)
     step, error = failure
-    hint = hint_for(error, step, spec, settings)
+    hint = hint_for(error, step, spec, settings, storage)
     return StorageCheck(where["kind"], where["location"], steps, str(error), hint)
 
 
@@ -175,17 +187,23 @@ HINTS: dict[tuple[type, str, str | None], str] = {
 }
 
 
-def hint_for(error: StorageError, step: str, spec: StorageSpec, settings: Settings) -> str | None:
+def hint_for(
+    error: StorageError,
+    step: str,
+    spec: StorageSpec,
+    settings: Settings,
+    storage: Storage | None = None,
+) -> str | None:
     """The fix for `error` at `step` on this storage, from HINTS; None when there is none."""
     for cls in type(error).__mro__:
         for kind, at in ((spec.kind, step), (spec.kind, None), ("*", step), ("*", None)):
             template = HINTS.get((cls, kind, at))
             if template is not None:
-                return template.format(**_facts(spec, settings))
+                return template.format(**_facts(spec, settings, storage))
     return None
 
 
-def _facts(spec: StorageSpec, settings: Settings) -> dict[str, str]:
+def _facts(spec: StorageSpec, settings: Settings, storage: Storage | None) -> dict[str, str]:
     facts = {"location": describe(spec)["location"], "source": "", "endpoint": ""}
     facts["bucket_setting"] = (
         "STORAGE_AWS_BUCKET"
@@ -196,8 +214,6 @@ def _facts(spec: StorageSpec, settings: Settings) -> dict[str, str]:
         facts["bucket"] = spec.bucket
         facts["resource"] = f"{spec.bucket}/{spec.prefix}/*" if spec.prefix else f"{spec.bucket}/*"
     if isinstance(spec, S3Spec):
-        facts["source"] = describe_credentials(spec, settings)["source"]
+        facts["source"] = describe_credentials(storage, spec, settings).source
         facts["endpoint"] = s3_endpoint(spec.args, settings.environ) or "the AWS endpoint"
-    if isinstance(spec, LocalSpec):
-        facts["root"] = str(spec.root)
     return facts

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runtime.aws_args import AwsArgs, parse_aws_args
+from runtime.credentials import RefreshWindows
 from runtime.errors import ConfigError, InvalidKey
 from runtime.keys import normalize_key
 from runtime.specs import ROLES, LocalSpec, Role, S3Spec, StorageSpec
@@ -19,6 +20,8 @@ from runtime.specs import ROLES, LocalSpec, Role, S3Spec, StorageSpec
 # Our own variables (the contract's are fixed by the Packeton docs).
 LOCAL_ROOT_VAR = "SATCHEL_LOCAL_ROOT"
 STORAGE_CONFIG_VAR = "SATCHEL_STORAGE_CONFIG"
+ADVISORY_VAR = "SATCHEL_CREDENTIALS_ADVISORY_REFRESH"
+MANDATORY_VAR = "SATCHEL_CREDENTIALS_MANDATORY_REFRESH"
 
 # S3 and GCS both accept this: 3-63 lowercase letters, digits, dots, hyphens (GCS: underscores).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
@@ -36,6 +39,9 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "MIRROR_DIST_CACHE_DIR": ("mirror_dist_cache_dir", ""),
     LOCAL_ROOT_VAR: ("local_root", "var/storage"),
     STORAGE_CONFIG_VAR: ("storage_config", ""),
+    # Seconds before expiry to refresh temporary credentials (botocore's own defaults).
+    ADVISORY_VAR: ("advisory_refresh", "900"),
+    MANDATORY_VAR: ("mandatory_refresh", "600"),
 }
 _VAR_OF_FIELD = {field: var for var, (field, _) in CONTRACT.items()}
 
@@ -72,6 +78,8 @@ class Settings(BaseModel):
     mirror_dist_cache_dir: Path | None
     local_root: Path
     storage_config: Path | None
+    advisory_refresh: int = Field(ge=0)
+    mandatory_refresh: int = Field(ge=0)
     storages: dict[Role, StorageSpec] = Field(default_factory=dict)
     # The environment the settings came from: credential resolution and the GCS emulator
     # read their standard variables from here, never from os.environ directly.
@@ -83,6 +91,10 @@ class Settings(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @property
+    def refresh_windows(self) -> RefreshWindows:
+        return RefreshWindows(advisory=self.advisory_refresh, mandatory=self.mandatory_refresh)
 
     def prefix_of(self, role: Role) -> str:
         return {
@@ -125,7 +137,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         var = _VAR_OF_FIELD.get(str(error["loc"][0]), str(error["loc"][0]))
-        raise ConfigError(f"{var}: {error['msg']}") from None
+        raise ConfigError(f"{var}: {error['msg']}, got {error['input']!r}") from None
+    if settings.mandatory_refresh > settings.advisory_refresh:
+        raise ConfigError(f"{MANDATORY_VAR}: must not exceed {ADVISORY_VAR}")
     return settings.model_copy(update={"storages": _resolve_storages(settings)})
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.config import load_stack_config
 from infra.local.seaweedfs import AdminIdentity, SeaweedFS
+from infra.local.target import LocalTarget
 from tests.servers import FakeGcs
 
 BUCKET = "satchel-test"
@@ -86,3 +88,19 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield mount
     for target in reversed(mounted):
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.fixture(scope="session")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
+    """The local IRSA target provisioned from the committed Pulumi.dev.yaml."""
+    local = LocalTarget(load_stack_config("dev"), tmp_path_factory.mktemp("local-target"))
+    local.up()
+    yield local
+    local.down()
+
+
+@pytest.fixture
+def pod_env(target: LocalTarget) -> dict[str, str]:
+    """What a pod with IRSA sees, with a fresh token and its own prefixes."""
+    target.rotate_token()
+    return dict(target.pod_env())

@@ -27,11 +27,13 @@ def doctor(as_json: JsonOption = False) -> None:
 
 
 def render(report: DoctorReport, console: Console) -> None:
-    credentials = dict(report.credentials)
+    credentials = report.as_dict()["credentials"]
     line = Text(f"credentials: {credentials.pop('source')}")
-    details = ", ".join(f"{name}={value}" for name, value in credentials.items() if value)
-    if details:
-        line.append(f" ({details})")
+    if report.credentials.detail:
+        line.append(f" ({report.credentials.detail})")
+    for name, value in credentials.items():
+        if value:
+            line.append(f"\n    {name}: {value}")
     console.print(line, soft_wrap=True)
     width = max(len(check.location) for check in report.storages.values())
     for role, check in report.storages.items():

@@ -50,11 +50,17 @@ def open_storage(
         return Storage(name, LocalAdapter(spec.root), spec.prefix)
     if isinstance(spec, S3Spec):
         from runtime.aws import s3_client
+        from runtime.credentials import resolve_credentials
         from runtime.storage.s3 import S3Adapter
 
         if spec.args not in clients:
-            clients[spec.args] = s3_client(spec.args, settings.environ)
-        return Storage(name, S3Adapter(clients[spec.args], spec.bucket), spec.prefix)
+            # Resolved once per configuration: the storages of one bucket share credentials.
+            credentials = resolve_credentials(
+                spec.args, settings.environ, windows=settings.refresh_windows
+            )
+            clients[spec.args] = (s3_client(spec.args, settings.environ, credentials), credentials)
+        client, credentials = clients[spec.args]
+        return Storage(name, S3Adapter(client, spec.bucket, credentials), spec.prefix)
     from runtime.storage.gcs import GcsAdapter
 
     key = (spec.key_file, spec.project)

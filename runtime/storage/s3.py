@@ -21,6 +21,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from runtime.credentials import ResolvedCredentials
 from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
 from runtime.storage.base import Body, ObjectInfo
 
@@ -46,9 +47,12 @@ _DENIED = {
 
 
 class S3Adapter:
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(
+        self, client: Any, bucket: str, credentials: ResolvedCredentials | None = None
+    ) -> None:
         self.client = client
         self.bucket = bucket
+        self.credentials = credentials  # how the client authenticates, for doctor and tests
 
     def read(self, key: str) -> bytes:
         with self.open(key) as stream:
