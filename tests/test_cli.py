@@ -11,8 +11,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -51,17 +50,6 @@ def satchel_process(
     )
 
 
-def with_unique_prefixes(env: dict[str, str]) -> dict[str, str]:
-    """Give all four storages a prefix of their own, so tests sharing a bucket can't collide."""
-    tag = env.get("STORAGE_AWS_PREFIX", f"t-{secrets.token_hex(4)}")
-    return {
-        **env,
-        "STORAGE_AWS_ARTIFACT_PREFIX": f"{tag}-artifact",
-        "STORAGE_AWS_MIRROR_META_PREFIX": f"{tag}-mirror-meta",
-        "STORAGE_AWS_MIRROR_DIST_PREFIX": f"{tag}-mirror-dist",
-    }
-
-
 def stored_objects(env: Mapping[str, str]) -> list[tuple[str, str]]:
     """(storage, key) of every object in the four storages of a valid env."""
     storages = runtime.open_storages(runtime.load_settings(env))
@@ -72,37 +60,23 @@ def is_one_error_line(stderr: str) -> bool:
     return stderr.startswith("satchel: error: ") and stderr.count("\n") == 1
 
 
-@contextmanager
-def read_only_mount(directory: Path) -> Iterator[Path]:
-    """A read-only tmpfs at `directory`: root ignores permission bits, not a read-only mount."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(directory)]
-    done = subprocess.run(mount, capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {done.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", str(directory)], check=True)
-
-
 @pytest.fixture(params=["local", "s3"])
 def env(request: pytest.FixtureRequest) -> dict[str, str]:
-    return with_unique_prefixes(request.getfixturevalue(f"{request.param}_env"))
+    # Both give every test its own four storages (a fresh directory, or fresh prefixes).
+    env: dict[str, str] = request.getfixturevalue(f"{request.param}_env")
+    return env
 
 
 @pytest.fixture
 def s3_only_env(s3_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     # A local root too, so a test can check that nothing landed on disk either.
-    return with_unique_prefixes({**s3_env, "SATCHEL_LOCAL_ROOT": str(tmp_path / "root")})
+    return {**s3_env, "SATCHEL_LOCAL_ROOT": str(tmp_path / "root")}
 
 
 @pytest.fixture
-def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    with read_only_mount(tmp_path / "ro") as directory:
-        yield directory
+def read_only_dir(mount_tmpfs: Callable[..., Path]) -> Path:
+    # A real read-only mount: the tests run as root, which ignores permission bits.
+    return mount_tmpfs("ro", read_only=True)
 
 
 # --- put / cat / ls / rm -------------------------------------------------------------------

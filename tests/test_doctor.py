@@ -6,7 +6,7 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +18,11 @@ from runtime.doctor import PROBE_DIR, ReadMismatch, hint_for, run_doctor
 from runtime.specs import GcsSpec, LocalSpec, S3Spec
 from runtime.storage import Storage
 from runtime.storage.local import LocalAdapter
-from tests.test_cli import (
-    is_one_error_line,
-    read_only_mount,
-    satchel,
-    stored_objects,
-    with_unique_prefixes,
-)
+from tests.test_cli import is_one_error_line, satchel, stored_objects
 
-ROLES = {"packages", "artifacts", "mirror_meta", "mirror_dist"}
+ORDER = ["packages", "artifacts", "mirror_meta", "mirror_dist"]
+ROLES = set(ORDER)
 CREDENTIAL_KEYS = {"source", "role_arn", "token_file", "session_name", "expires"}
-
-
-@pytest.fixture
-def s3(s3_env: dict[str, str]) -> dict[str, str]:
-    return with_unique_prefixes(s3_env)
 
 
 def doctor_json(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -82,15 +72,15 @@ def test_doctor_passes_every_storage_of_a_local_directory(local_env: dict[str, s
     assert report["storages"]["artifacts"]["location"] == f"{root}/artifact"
 
 
-def test_doctor_passes_every_storage_of_an_s3_bucket(s3: dict[str, str]) -> None:
-    code, report = doctor_json(s3)
+def test_doctor_passes_every_storage_of_an_s3_bucket(s3_env: dict[str, str]) -> None:
+    code, report = doctor_json(s3_env)
 
     assert code == 0
     assert_report_shape(report)
     assert report["ok"] is True
     assert report["credentials"]["source"] == "static"
     assert {check["kind"] for check in report["storages"].values()} == {"s3"}
-    bucket, prefix = s3["STORAGE_AWS_BUCKET"], s3["STORAGE_AWS_PREFIX"]
+    bucket, prefix = s3_env["STORAGE_AWS_BUCKET"], s3_env["STORAGE_AWS_PREFIX"]
     assert report["storages"]["packages"]["location"] == f"s3://{bucket}/{prefix}"
 
 
@@ -98,7 +88,7 @@ def test_doctor_passes_every_storage_of_an_s3_bucket(s3: dict[str, str]) -> None
 def test_doctor_leaves_no_probe_keys_behind(
     request: pytest.FixtureRequest, backend: str, seaweed: Any
 ) -> None:
-    env = with_unique_prefixes(request.getfixturevalue(f"{backend}_env"))
+    env: dict[str, str] = request.getfixturevalue(f"{backend}_env")
 
     assert satchel(env, "doctor").exit_code == 0
 
@@ -116,19 +106,19 @@ def test_doctor_prints_a_line_per_storage_for_people(local_env: dict[str, str]) 
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[0] == "credentials: none"
-    for role, line in zip(["packages", "artifacts", "mirror_meta", "mirror_dist"], lines[1:5]):
+    for role, line in zip(ORDER, lines[1:5], strict=True):
         assert line.startswith(f"✓ {role} ")
         assert "write ✓" in line and "read ✓" in line and "delete ✓" in line
     assert lines[-1] == "all 4 storages passed"
 
 
-# --- failures: exit 1, with an error and a hint ----------------------------------------------------
+# --- failures: exit 1, with an error and a hint ---------------------------------------------
 
 
-def test_a_wrong_secret_fails_every_storage_with_a_credentials_hint(s3: dict[str, str]) -> None:
+def test_a_wrong_secret_fails_every_storage_with_a_credentials_hint(s3_env: dict[str, str]) -> None:
     secret = f"wrong-{secrets.token_hex(16)}"
 
-    code, report = doctor_json(_with_args(s3, accessKeySecret=secret))
+    code, report = doctor_json(_with_args(s3_env, accessKeySecret=secret))
 
     assert code == 1
     assert_report_shape(report)
@@ -143,25 +133,25 @@ def test_a_wrong_secret_fails_every_storage_with_a_credentials_hint(s3: dict[str
         }
         assert "access denied" in check["error"] and f"'{role}'" in check["error"]
         assert "credentials" in check["hint"] and "s3:PutObject" in check["hint"]
-        assert f"{s3['STORAGE_AWS_BUCKET']}/" in check["hint"]
+        assert f"{s3_env['STORAGE_AWS_BUCKET']}/" in check["hint"]
     assert secret not in json.dumps(report)
 
 
-def test_a_wrong_secret_shows_crosses_errors_and_hints_for_people(s3: dict[str, str]) -> None:
-    result = satchel(_with_args(s3, accessKeySecret="wrong"), "doctor")
+def test_a_wrong_secret_shows_crosses_errors_and_hints_for_people(s3_env: dict[str, str]) -> None:
+    result = satchel(_with_args(s3_env, accessKeySecret="wrong"), "doctor")
 
     assert result.exit_code == 1
-    assert result.stdout.count("✗ ") == 4
+    assert sum(line.startswith("✗ ") for line in result.stdout.splitlines()) == 4
     assert result.stdout.count("    error: ") == 4
     assert result.stdout.count("    hint:  check the credentials") == 4
     assert result.stdout.splitlines()[-1] == "4 of 4 storages failed"
 
 
-def test_an_unreachable_endpoint_fails_fast_with_an_endpoint_hint(s3: dict[str, str]) -> None:
+def test_an_unreachable_endpoint_fails_fast_with_an_endpoint_hint(s3_env: dict[str, str]) -> None:
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
 
-    code, report = doctor_json(_with_args(s3, endpoint=endpoint))
+    code, report = doctor_json(_with_args(s3_env, endpoint=endpoint))
 
     assert time.monotonic() - started < 5
     assert code == 1
@@ -173,11 +163,10 @@ def test_an_unreachable_endpoint_fails_fast_with_an_endpoint_hint(s3: dict[str, 
 
 
 @pytest.fixture
-def read_only_packages(tmp_path: Path) -> Iterator[dict[str, str]]:
+def read_only_packages(tmp_path: Path, mount_tmpfs: Callable[..., Path]) -> dict[str, str]:
     """A local root whose packages directory is a read-only mount; the rest is writable."""
-    root = tmp_path / "root"
-    with read_only_mount(root / "packeton"):
-        yield {"STORAGE_SOURCE": "local", "SATCHEL_LOCAL_ROOT": str(root)}
+    mount_tmpfs("root/packeton", read_only=True)
+    return {"STORAGE_SOURCE": "local", "SATCHEL_LOCAL_ROOT": str(tmp_path / "root")}
 
 
 def test_a_read_only_local_storage_fails_with_a_local_root_hint(

@@ -1,0 +1,1 @@
+"""One ComponentResource per concern; every child is named after its component."""

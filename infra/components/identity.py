@@ -1,0 +1,132 @@
+"""`satchel:index:AppIdentity`: the IAM role the app's pods assume, and its storage policy.
+
+irsa: a role trusting the cluster's OIDC provider for exactly one service account (and the
+provider itself when asked to create it). pod-identity: a role trusting the EKS pods service
+and a PodIdentityAssociation for the same service account.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import StackConfig
+from infra.policies import (
+    STS_AUDIENCE,
+    TrustSpec,
+    oidc_provider_arn,
+    permission_policy,
+    pod_identity_trust_policy,
+    trust_policy,
+)
+
+
+class AppIdentity(pulumi.ComponentResource):
+    role: aws.iam.Role
+    role_arn: pulumi.Output[str]  # resolves only once the policy is attached
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        *,
+        bucket_name: pulumi.Input[str],
+        issuer_url: pulumi.Input[str] | None,
+        account_id: pulumi.Input[str],
+        partition: str = "aws",
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("satchel:index:AppIdentity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        if config.identity_mode == "irsa":
+            assert issuer_url is not None
+            trust = self._irsa_trust(name, config, issuer_url, account_id, partition)
+        else:
+            trust = pulumi.Output.from_input(json.dumps(pod_identity_trust_policy()))
+
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=trust,
+            description=(
+                f"Storage access for {config.namespace}/{config.service_account}"
+                f" ({config.identity_mode})"
+            ),
+            max_session_duration=3600,
+            tags=config.tags,
+            opts=child,
+        )
+        self.policy = aws.iam.Policy(
+            f"{name}-storage-policy",
+            description="Objects under the app's four prefixes; listing of its bucket only",
+            policy=pulumi.Output.from_input(bucket_name).apply(
+                lambda bucket: json.dumps(
+                    permission_policy(
+                        bucket, list(config.prefixes.values()), config.kms_key_arn, partition
+                    )
+                )
+            ),
+            tags=config.tags,
+            opts=child,
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-storage-policy-attachment",
+            role=self.role.name,
+            policy_arn=self.policy.arn,
+            opts=child,
+        )
+        depends: list[pulumi.CustomResource] = [attachment]
+        if config.identity_mode == "pod-identity":
+            assert config.cluster_name is not None
+            depends.append(
+                aws.eks.PodIdentityAssociation(
+                    f"{name}-pod-identity",
+                    cluster_name=config.cluster_name,
+                    namespace=config.namespace,
+                    service_account=config.service_account,
+                    role_arn=self.role.arn,
+                    tags=config.tags,
+                    opts=child,
+                )
+            )
+        # Pods must not get the ARN before the role can do anything.
+        self.role_arn = pulumi.Output.all(
+            self.role.arn, *[resource.id for resource in depends]
+        ).apply(lambda values: str(values[0]))
+        self.register_outputs({"roleArn": self.role_arn})
+
+    def _irsa_trust(
+        self,
+        name: str,
+        config: StackConfig,
+        issuer_url: pulumi.Input[str],
+        account_id: pulumi.Input[str],
+        partition: str,
+    ) -> pulumi.Output[str]:
+        issuer = pulumi.Output.from_input(issuer_url)
+        if config.create_oidc_provider:
+            provider = aws.iam.OpenIdConnectProvider(
+                f"{name}-oidc-provider",
+                url=issuer,
+                client_id_lists=[STS_AUDIENCE],
+                tags=config.tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            provider_arn: pulumi.Output[str] = provider.arn
+        else:
+            provider_arn = pulumi.Output.all(issuer, account_id).apply(
+                lambda v: oidc_provider_arn(str(v[0]), str(v[1]), partition)
+            )
+
+        def render(values: list[str]) -> str:
+            spec = TrustSpec(
+                issuer_url=values[0],
+                provider_arn=values[1],
+                namespace=config.namespace,
+                service_accounts=(config.service_account,),
+            )
+            return json.dumps(trust_policy(spec, "aws"))
+
+        return pulumi.Output.all(issuer, provider_arn).apply(render)
