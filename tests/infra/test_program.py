@@ -1,0 +1,234 @@
+"""The Pulumi program under Pulumi's mocks: every security property, both identity modes,
+and the stack outputs, run the way `pulumi up` runs it (from `infra/`, with Pulumi.dev.yaml)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import runtime
+from infra.outputs import OUTPUT_KEYS
+from tests.infra.harness import ACCOUNT_ID, ISSUER, ProgramRun, run_program, stack_file_config
+
+ISSUER_KEY = ISSUER.removeprefix("https://")
+KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.fixture(scope="module")
+def dev() -> ProgramRun:
+    return run_program(stack_file_config("dev"))
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    config = stack_file_config("dev")
+    for key, value in changes.items():
+        full = key if ":" in key else f"satchel:{key}"
+        if value is None:
+            config.pop(full, None)
+        else:
+            config[full] = value
+    return config
+
+
+def _doc(resource_inputs: dict[str, Any], key: str) -> dict[str, Any]:
+    value = resource_inputs[key]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_the_dev_stack_declares_each_resource_once_named_after_its_component(
+    dev: ProgramRun,
+) -> None:
+    names = {(r.type, r.name) for r in dev.mocks.resources}
+    assert len(names) == len(dev.mocks.resources)
+    components = {r.name for r in dev.mocks.resources if r.type.startswith("satchel:index:")}
+    assert components == {"satchel-dev-storage", "satchel-dev-app", "satchel-dev-k8s-app"}
+    for resource in dev.mocks.resources:
+        assert resource.name.startswith("satchel-dev-"), resource.name
+
+
+def test_the_bucket_is_owner_enforced_private_encrypted_and_versioned(dev: ProgramRun) -> None:
+    bucket = dev.one("aws:s3/bucket:Bucket")
+    assert bucket.inputs["bucket"] == "packeton-dev-storage"
+    assert bucket.inputs["forceDestroy"] is False
+    assert bucket.inputs["tags"] == {"team": "platform", "app": "packeton", "environment": "dev"}
+    assert "acl" not in bucket.inputs
+    ownership = dev.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+    assert ownership.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
+    block = dev.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    for flag in (
+        "blockPublicAcls",
+        "blockPublicPolicy",
+        "ignorePublicAcls",
+        "restrictPublicBuckets",
+    ):
+        assert block.inputs[flag] is True, flag
+    sse = dev.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
+    assert sse.inputs["rules"] == [
+        {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}
+    ]
+    versioning = dev.one("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
+
+
+def test_noncurrent_versions_and_stale_uploads_expire(dev: ProgramRun) -> None:
+    lifecycle = dev.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    rules = {rule["id"]: rule for rule in lifecycle.inputs["rules"]}
+    noncurrent = rules["expire-noncurrent-versions"]
+    assert noncurrent["noncurrentVersionExpiration"] == {"noncurrentDays": 14}
+    assert rules["abort-incomplete-multipart-uploads"]["abortIncompleteMultipartUpload"] == {
+        "daysAfterInitiation": 7
+    }
+
+
+def test_the_bucket_policy_denies_every_request_without_tls(dev: ProgramRun) -> None:
+    policy = _doc(dev.one("aws:s3/bucketPolicy:BucketPolicy").inputs, "policy")
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == "*"
+    assert statement["Action"] == "s3:*"
+    assert statement["Resource"] == [
+        "arn:aws:s3:::packeton-dev-storage",
+        "arn:aws:s3:::packeton-dev-storage/*",
+    ]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_role_trusts_only_the_clusters_provider_for_one_service_account(
+    dev: ProgramRun,
+) -> None:
+    trust = _doc(dev.one("aws:iam/role:Role").inputs, "assumeRolePolicy")
+    (statement,) = trust["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert statement["Principal"] == {
+        "Federated": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{ISSUER_KEY}"
+    }
+    assert statement["Condition"] == {
+        "StringEquals": {
+            f"{ISSUER_KEY}:sub": "system:serviceaccount:packeton:packeton",
+            f"{ISSUER_KEY}:aud": "sts.amazonaws.com",
+        }
+    }
+    assert "aws:eks/getCluster:getCluster" in dev.mocks.calls
+    assert not dev.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+
+
+def test_the_attached_policy_is_least_privilege_for_the_four_prefixes(dev: ProgramRun) -> None:
+    policy = _doc(dev.one("aws:iam/policy:Policy").inputs, "policy")
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert set(statements) == {"ListTheBucket", "ObjectsUnderPrefixes"}
+    assert statements["ListTheBucket"]["Resource"] == "arn:aws:s3:::packeton-dev-storage"
+    assert "Condition" not in statements["ListTheBucket"]
+    assert sorted(statements["ObjectsUnderPrefixes"]["Resource"]) == [
+        f"arn:aws:s3:::packeton-dev-storage/{prefix}/*"
+        for prefix in ("artifact", "mirror-dist", "mirror-meta", "packeton")
+    ]
+    attachment = dev.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert attachment.inputs["role"] == "satchel-dev-app-role"
+    assert attachment.inputs["policyArn"].endswith(":policy/satchel-dev-app-storage-policy")
+
+
+def test_the_service_account_is_annotated_with_the_role_and_the_configmap_holds_the_env(
+    dev: ProgramRun,
+) -> None:
+    account = dev.one("kubernetes:core/v1:ServiceAccount")
+    assert account.inputs["metadata"]["name"] == "packeton"
+    assert account.inputs["metadata"]["namespace"] == "packeton"
+    assert account.inputs["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": dev.outputs["roleArn"]
+    }
+    config_map = dev.one("kubernetes:core/v1:ConfigMap")
+    assert config_map.inputs["data"] == dev.outputs["env"]
+    assert dev.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"] == "packeton"
+
+
+def test_kubernetes_objects_use_an_explicit_provider_built_from_the_cluster(
+    dev: ProgramRun,
+) -> None:
+    provider = dev.one("pulumi:providers:kubernetes")
+    kubeconfig = json.loads(provider.inputs["kubeconfig"])
+    assert kubeconfig["clusters"][0]["cluster"]["server"].startswith("https://")
+    exec_args = kubeconfig["users"][0]["user"]["exec"]["args"]
+    assert exec_args[:4] == ["eks", "get-token", "--cluster-name", "packeton-dev"]
+
+
+def test_the_outputs_are_exactly_the_contracts_keys_and_the_env_loads(dev: ProgramRun) -> None:
+    assert tuple(dev.outputs) == OUTPUT_KEYS
+    assert dev.outputs["bucketName"] == "packeton-dev-storage"
+    assert dev.outputs["region"] == "eu-west-1"
+    assert dev.outputs["identityMode"] == "irsa"
+    assert (dev.outputs["namespace"], dev.outputs["serviceAccount"]) == ("packeton", "packeton")
+    env = dev.outputs["env"]
+    settings = runtime.load_settings(env)
+    assert settings.source == "s3" and settings.bucket == "packeton-dev-storage"
+    assert json.loads(env["STORAGE_AWS_ARGS"]) == {"region": "eu-west-1"}
+    assert env["AWS_REGION"] == "eu-west-1"
+    assert "accessKeyId" not in env["STORAGE_AWS_ARGS"]
+    assert dev.outputs["dotenv"].splitlines()[0] == "STORAGE_SOURCE=s3"
+
+
+def test_pod_identity_mode_trusts_the_eks_pods_service_and_associates_the_account() -> None:
+    run = run_program(_with(identityMode="pod-identity"))
+    trust = _doc(run.one("aws:iam/role:Role").inputs, "assumeRolePolicy")
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
+    association = run.one("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    assert association.inputs["clusterName"] == "packeton-dev"
+    assert association.inputs["namespace"] == "packeton"
+    assert association.inputs["serviceAccount"] == "packeton"
+    account = run.one("kubernetes:core/v1:ServiceAccount")
+    assert not account.inputs["metadata"].get("annotations")
+    assert run.outputs["identityMode"] == "pod-identity"
+
+
+def test_an_explicit_issuer_and_a_created_provider_need_no_cluster_lookup() -> None:
+    run = run_program(
+        _with(
+            clusterName=None,
+            oidcIssuerUrl=ISSUER,
+            createOidcProvider=True,
+            kubeconfig="apiVersion: v1\nkind: Config\n",
+        )
+    )
+    assert "aws:eks/getCluster:getCluster" not in run.mocks.calls
+    provider = run.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert provider.inputs["url"] == ISSUER
+    assert provider.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+    trust = _doc(run.one("aws:iam/role:Role").inputs, "assumeRolePolicy")
+    assert trust["Statement"][0]["Principal"]["Federated"] == provider.outputs["arn"]
+
+
+def test_a_kms_key_switches_to_sse_kms_and_grants_the_key() -> None:
+    run = run_program(_with(kmsKeyArn=KMS_KEY))
+    sse = run.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
+    (rule,) = sse.inputs["rules"]
+    assert rule["applyServerSideEncryptionByDefault"] == {
+        "sseAlgorithm": "aws:kms",
+        "kmsMasterKeyId": KMS_KEY,
+    }
+    assert rule["bucketKeyEnabled"] is True
+    policy = _doc(run.one("aws:iam/policy:Policy").inputs, "policy")
+    (kms,) = [s for s in policy["Statement"] if s["Sid"] == "BucketKmsKey"]
+    assert kms["Resource"] == KMS_KEY
+    assert sorted(kms["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+
+
+def test_a_generated_bucket_name_flows_into_every_document_and_output() -> None:
+    run = run_program(_with(bucketName=None, bucketNamePrefix="pkg-"))
+    name = run.outputs["bucketName"]
+    assert name.startswith("pkg-")
+    assert run.outputs["env"]["STORAGE_AWS_BUCKET"] == name
+    policy = _doc(run.one("aws:iam/policy:Policy").inputs, "policy")
+    assert policy["Statement"][0]["Resource"] == f"arn:aws:s3:::{name}"
+
+
+def test_no_namespace_is_created_unless_asked() -> None:
+    run = run_program(_with(createNamespace=False))
+    assert not run.of_type("kubernetes:core/v1:Namespace")
