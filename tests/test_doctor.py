@@ -18,7 +18,7 @@ from runtime.doctor import PROBE_DIR, ReadMismatch, hint_for, run_doctor
 from runtime.specs import GcsSpec, LocalSpec, S3Spec
 from runtime.storage import Storage
 from runtime.storage.local import LocalAdapter
-from tests.test_cli import is_one_error_line, satchel, stored_objects
+from tests.cli_helpers import is_one_error_line, satchel, stored_objects
 
 ORDER = ["packages", "artifacts", "mirror_meta", "mirror_dist"]
 ROLES = set(ORDER)

@@ -20,3 +20,7 @@ app.command()(env.env)
 app.command()(doctor.doctor)
 for command in (files.ls, files.cat, files.put, files.rm):
     app.command()(command)
+
+from runtime.cli.local import local  # noqa: E402  (after the app it extends)
+
+app.add_typer(local, name="local")
