@@ -11,9 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from runtime.aws import s3_endpoint
+from runtime.credential_hints import credential_hint
 from runtime.credentials import CredentialInfo, ResolvedCredentials, resolve_credentials
 from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
+from runtime.identity import Identity, caller_identity
 from runtime.settings import LOCAL_ROOT_VAR, STORAGE_CONFIG_VAR, Settings
 from runtime.specs import ROLES, GcsSpec, Role, S3Spec, StorageSpec, describe
 from runtime.storage import Storage, open_storages
@@ -57,6 +61,7 @@ class StorageCheck:
 class DoctorReport:
     credentials: CredentialInfo  # those of the packages storage
     storages: dict[Role, StorageCheck]
+    identity: Identity | None = None  # None: not an S3 storage
 
     @property
     def ok(self) -> bool:
@@ -67,6 +72,7 @@ class DoctorReport:
         credentials = self.credentials.as_dict()
         return {
             "credentials": {key: credentials.get(key) for key in CREDENTIAL_KEYS},
+            "identity": self.identity.as_dict() if self.identity else None,
             "storages": {role: check.as_dict() for role, check in self.storages.items()},
             "ok": self.ok,
         }
@@ -83,8 +89,17 @@ def run_doctor(settings: Settings) -> DoctorReport:
     with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:
         checks = list(pool.map(check, ROLES))
     # After the probes: temporary credentials have been fetched by then and know their expiry.
-    credentials = describe_credentials(storages.packages, settings.storages["packages"], settings)
-    return DoctorReport(credentials=credentials, storages=dict(zip(ROLES, checks, strict=True)))
+    packages_spec = settings.storages["packages"]
+    credentials = describe_credentials(storages.packages, packages_spec, settings)
+    identity = None
+    resolved = getattr(storages.packages.adapter, "credentials", None)
+    if isinstance(packages_spec, S3Spec) and resolved is not None:
+        identity = caller_identity(resolved, packages_spec.args, settings.environ)
+    return DoctorReport(
+        credentials=credentials,
+        storages=dict(zip(ROLES, checks, strict=True)),
+        identity=identity,
+    )
 
 
 def describe_credentials(
@@ -195,11 +210,33 @@ def hint_for(
     storage: Storage | None = None,
 ) -> str | None:
     """The fix for `error` at `step` on this storage, from HINTS; None when there is none."""
+    if isinstance(spec, S3Spec):
+        specific = _s3_specific_hint(error, describe_credentials(storage, spec, settings), spec)
+        if specific:
+            return specific
     for cls in type(error).__mro__:
         for kind, at in ((spec.kind, step), (spec.kind, None), ("*", step), ("*", None)):
             template = HINTS.get((cls, kind, at))
             if template is not None:
                 return template.format(**_facts(spec, settings, storage))
+    return None
+
+
+def _s3_specific_hint(error: StorageError, info: CredentialInfo, spec: S3Spec) -> str | None:
+    """Hints that depend on the cause: the credential chain, or S3's own error code."""
+    hint = credential_hint(error.cause, info)
+    if hint:
+        return hint
+    if isinstance(error.cause, ClientError):
+        code = error.cause.response.get("Error", {}).get("Code")
+        if code == "RequestTimeTooSkewed":
+            return "this machine's clock is off (clock skew): sync it (NTP) and retry"
+        if code in ("AccessDenied", "Forbidden", "403") and info.role_arn:
+            return (
+                f"the role {info.role_arn} may not do this here: check that its permission"
+                " policy allows s3:GetObject, s3:PutObject and s3:DeleteObject on"
+                f" {_resource(spec)}"
+            )
     return None
 
 
@@ -212,8 +249,12 @@ def _facts(spec: StorageSpec, settings: Settings, storage: Storage | None) -> di
     )
     if isinstance(spec, S3Spec | GcsSpec):
         facts["bucket"] = spec.bucket
-        facts["resource"] = f"{spec.bucket}/{spec.prefix}/*" if spec.prefix else f"{spec.bucket}/*"
+        facts["resource"] = _resource(spec)
     if isinstance(spec, S3Spec):
         facts["source"] = describe_credentials(storage, spec, settings).source
         facts["endpoint"] = s3_endpoint(spec.args, settings.environ) or "the AWS endpoint"
     return facts
+
+
+def _resource(spec: S3Spec | GcsSpec) -> str:
+    return f"{spec.bucket}/{spec.prefix}/*" if spec.prefix else f"{spec.bucket}/*"

@@ -33,7 +33,7 @@ def doctor_json(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
 
 def assert_report_shape(report: dict[str, Any]) -> None:
     """The exact document of DESIGN.md: scripts index into it."""
-    assert set(report) == {"credentials", "storages", "ok"}
+    assert set(report) == {"credentials", "identity", "storages", "ok"}
     assert set(report["credentials"]) == CREDENTIAL_KEYS
     assert set(report["storages"]) == ROLES
     for check in report["storages"].values():

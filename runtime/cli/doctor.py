@@ -11,6 +11,7 @@ from rich.text import Text
 from runtime import load_settings
 from runtime.cli.common import EXIT_FAILED, JsonOption, errors_reported
 from runtime.doctor import DoctorReport, run_doctor
+from runtime.identity import Identity
 
 _MARK = {True: ("✓", "green"), False: ("✗", "red"), None: ("-", "dim")}
 
@@ -35,6 +36,8 @@ def render(report: DoctorReport, console: Console) -> None:
         if value:
             line.append(f"\n    {name}: {value}")
     console.print(line, soft_wrap=True)
+    if report.identity is not None:
+        console.print(_identity_line(report.identity), soft_wrap=True)
     width = max(len(check.location) for check in report.storages.values())
     for role, check in report.storages.items():
         # Text objects throughout: keys, paths and messages are data, never Rich markup.
@@ -52,6 +55,14 @@ def render(report: DoctorReport, console: Console) -> None:
     total = len(report.storages)
     summary = f"{failed} of {total} storages failed" if failed else f"all {total} storages passed"
     console.print(Text(summary, style="bold red" if failed else "bold green"))
+
+
+def _identity_line(identity: Identity) -> Text:
+    if identity.ok:
+        return Text(f"identity: {identity.arn} (account {identity.account})")
+    if identity.ok is None:
+        return Text(f"identity: not checked ({identity.skipped})", style="dim")
+    return Text(f"identity: unknown: {identity.error}", style="yellow")
 
 
 def _mark(result: bool | None) -> Text:
