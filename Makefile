@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.satchel-installed
 
-.PHONY: test lint format typecheck unit clean
+.PHONY: demo test lint format typecheck clean
 
 # (Re)install when pyproject.toml changes; the venv is made with the machine's python3 and pip.
 $(STAMP): pyproject.toml
@@ -12,6 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+# The local IRSA target from Pulumi.dev.yaml, doctor and a round trip with the pod's env;
+# runs until Ctrl-C, which stops every process it started.
+demo: $(STAMP)
+	$(BIN)/satchel local up --stack dev --state-dir var/local --check
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest

@@ -43,6 +43,10 @@ class LocalTarget:
     issuer: OidcIssuer = field(default_factory=OidcIssuer)
     seaweed: SeaweedFS | None = None
 
+    def __post_init__(self) -> None:
+        # The pod env names the token file: it must not depend on the reader's directory.
+        self.state_dir = self.state_dir.resolve()
+
     @property
     def bucket(self) -> str:
         return self.config.bucket_name or f"{self.config.bucket_name_prefix}{self.stack}"

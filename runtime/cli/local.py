@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from runtime.cli.common import EXIT_FAILED, EXIT_USAGE, fail
+
+if TYPE_CHECKING:
+    from infra.local.target import LocalTarget
 
 local = typer.Typer(help="The local target: S3 + STS + an OIDC issuer on 127.0.0.1.")
 
@@ -34,7 +37,6 @@ def up(
     """Provision the stack locally and keep it running until Ctrl-C."""
     from infra.config import ConfigKeyError
     from infra.local.runner import run_foreground
-    from infra.local.target import LocalTarget
 
     def announce(target: LocalTarget) -> None:
         typer.echo(f"Local target for stack '{stack}' is up (S3 + STS at {target.endpoint}).")
@@ -71,11 +73,8 @@ def env_(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     typer.echo(path.read_text(), nl=False)
 
 
-def _check(target: object) -> bool:
+def _check(target: LocalTarget) -> bool:
     """Run doctor and a put/cat round trip in child processes with exactly the pod's env."""
-    from infra.local.target import LocalTarget
-
-    assert isinstance(target, LocalTarget)
     env = {"PATH": os.environ.get("PATH", ""), **target.pod_env()}
     satchel = [sys.executable, "-m", "runtime.cli"]
     doctor = subprocess.run([*satchel, "doctor"], env=env, check=False)
