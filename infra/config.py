@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,8 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PROJECT = "satchel"
 ROOT = Path(__file__).resolve().parent.parent
 
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
+# \Z, not $: `$` also matches before a trailing newline.
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+# No `*`: in the policy's `arn:aws:s3:::BUCKET/PREFIX/*` it would be an IAM wildcard.
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.'()/-]*\Z")
 
 
 class ConfigKeyError(ValueError):
@@ -29,7 +32,7 @@ class ConfigKeyError(ValueError):
 class StackConfig(BaseModel):
     """Every `satchel:` key (camelCase in YAML), plus `aws:region`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     region: str = Field(alias="aws:region", description="AWS region of the bucket and role")
     cluster_name: str | None = Field(
@@ -121,6 +124,21 @@ class StackConfig(BaseModel):
         default=None, alias="kubeContext", description="Context within the kubeconfig"
     )
 
+    @field_validator(
+        "cluster_name",
+        "oidc_issuer_url",
+        "bucket_name",
+        "kms_key_arn",
+        "kubeconfig",
+        "kube_context",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # Pulumi.yaml can't declare a null default, and a key declared without a default is
+        # required in every stack: `default: ""` there means "not set".
+        return None if value == "" else value
+
     @field_validator("namespace", "service_account")
     @classmethod
     def _k8s_name(cls, value: str) -> str:
@@ -141,7 +159,7 @@ class StackConfig(BaseModel):
     @field_validator("oidc_issuer_url")
     @classmethod
     def _https_issuer(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("https://"):
+        if value is not None and not (value.startswith("https://") and urlparse(value).hostname):
             raise ValueError("must be the https:// issuer URL of the cluster")
         return value.rstrip("/") if value else value
 
