@@ -192,3 +192,36 @@ def test_storages_are_isolated_by_prefix(storages: Storages) -> None:
     assert storages.mirror_meta.read("same.txt") == b"meta"
     assert not storages.mirror_dist.exists("same.txt")
     assert [i.key for i in storages.artifacts.list()] == ["same.txt"]
+
+
+def test_get_returns_the_info_and_the_body_in_one_go(storage: Storage) -> None:
+    written = storage.write("g/a.json", b'{"a": 1}')
+    fetched = storage.get("g/a.json")
+    assert fetched.info is not None and fetched.stream is not None
+    with fetched.stream as stream:
+        assert stream.read() == b'{"a": 1}'
+    assert fetched.info.key == "g/a.json"
+    assert fetched.info.size == 8
+    assert fetched.info == storage.stat("g/a.json")
+    if written is not None:  # the backend said what it stored, as a later read sees it
+        assert written.etag == fetched.info.etag
+        assert abs((written.modified - fetched.info.modified).total_seconds()) < 2
+
+
+def test_a_conditional_get_with_the_current_etag_is_not_modified(storage: Storage) -> None:
+    storage.write("g/c.json", b"v1")
+    first = storage.get("g/c.json")
+    assert first.info is not None and first.stream is not None
+    first.stream.close()
+    again = storage.get("g/c.json", if_none_match=first.info.etag)
+    assert again.not_modified and again.info is None
+    storage.write("g/c.json", b"v2 is longer")
+    changed = storage.get("g/c.json", if_none_match=first.info.etag)
+    assert not changed.not_modified and changed.stream is not None
+    with changed.stream as stream:
+        assert stream.read() == b"v2 is longer"
+
+
+def test_a_conditional_get_of_a_missing_key_is_not_found(storage: Storage) -> None:
+    with pytest.raises(NotFound):
+        storage.get("g/missing.json", if_none_match="0123")

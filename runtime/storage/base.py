@@ -22,6 +22,19 @@ class ObjectInfo:
     modified: datetime
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """One GET. `stream` is None (and `info` too) when the object still has the ETag the
+    caller already holds: HTTP's 304 Not Modified."""
+
+    info: ObjectInfo | None
+    stream: BinaryIO | None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.stream is None
+
+
 class Adapter(Protocol):
     """One backend. Every method may raise NotFound, PermissionDenied, BackendUnavailable."""
 
@@ -33,8 +46,14 @@ class Adapter(Protocol):
         """A readable binary stream of the object; the caller closes it. NotFound when missing."""
         ...
 
-    def write(self, key: str, body: Body) -> None:
-        """Create or replace the object. Readers never see a partial object."""
+    def get(self, key: str, if_none_match: str | None = None) -> Fetched:
+        """The object's info and body stream in one request; the caller closes the stream.
+        With `if_none_match`, an object whose ETag is still that one is not sent."""
+        ...
+
+    def write(self, key: str, body: Body) -> ObjectInfo | None:
+        """Create or replace the object. Readers never see a partial object. Returns the new
+        object's info when the backend tells it without another request."""
         ...
 
     def exists(self, key: str) -> bool: ...

@@ -9,7 +9,7 @@ from typing import BinaryIO, TypeVar
 
 from runtime.errors import StorageError
 from runtime.keys import join_key, normalize_key
-from runtime.storage.base import Adapter, Body, ObjectInfo
+from runtime.storage.base import Adapter, Body, Fetched, ObjectInfo
 
 T = TypeVar("T")
 
@@ -29,8 +29,17 @@ class Storage:
     def open(self, key: str) -> BinaryIO:
         return self._call("open", key, self.adapter.open)
 
-    def write(self, key: str, body: Body) -> None:
-        self._call("write", key, lambda full: self.adapter.write(full, body))
+    def get(self, key: str, if_none_match: str | None = None) -> Fetched:
+        """One request: info and body stream, or `not_modified` if the ETag still matches."""
+        fetched = self._call("read", key, lambda full: self.adapter.get(full, if_none_match))
+        if fetched.info is None:
+            return fetched
+        return replace(fetched, info=replace(fetched.info, key=self._relative(fetched.info.key)))
+
+    def write(self, key: str, body: Body) -> ObjectInfo | None:
+        """Create or replace; returns the new object's info when the backend tells it."""
+        info = self._call("write", key, lambda full: self.adapter.write(full, body))
+        return replace(info, key=self._relative(info.key)) if info else None
 
     def exists(self, key: str) -> bool:
         return self._call("exists", key, self.adapter.exists)

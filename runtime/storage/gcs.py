@@ -10,7 +10,7 @@ from google.auth.exceptions import GoogleAuthError
 from requests import exceptions as rexc
 
 from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
-from runtime.storage.base import Body, ObjectInfo
+from runtime.storage.base import Body, Fetched, ObjectInfo
 
 _CHUNK = 8 * 1024 * 1024
 _ERRORS = (gexc.GoogleAPIError, GoogleAuthError, rexc.RequestException)
@@ -38,7 +38,24 @@ class GcsAdapter:
             _raise(exc, "open")
         return stream
 
-    def write(self, key: str, body: Body) -> None:
+    def get(self, key: str, if_none_match: str | None = None) -> Fetched:
+        try:
+            blob = self.bucket.get_blob(key, if_etag_not_match=if_none_match)
+        except gexc.NotModified:
+            return Fetched(info=None, stream=None)
+        except _ERRORS as exc:
+            _raise(exc, "read")
+        if blob is None:
+            raise NotFound("no such key", operation="read")
+        if if_none_match is not None and blob.etag == if_none_match:
+            return Fetched(info=None, stream=None)  # for servers that ignore If-None-Match
+        try:
+            stream: BinaryIO = blob.open("rb", chunk_size=_CHUNK)
+        except _ERRORS as exc:
+            _raise(exc, "read")
+        return Fetched(info=_info(blob), stream=stream)
+
+    def write(self, key: str, body: Body) -> ObjectInfo:
         blob = self.bucket.blob(key)
         try:
             if isinstance(body, bytes | bytearray | memoryview):
@@ -47,6 +64,7 @@ class GcsAdapter:
                 blob.upload_from_file(body, content_type="application/octet-stream")
         except _ERRORS as exc:
             _raise(exc, "write")
+        return _info(blob)  # the upload's answer fills in etag, size and updated
 
     def exists(self, key: str) -> bool:
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
-from runtime.storage.base import Body, ObjectInfo
+from runtime.storage.base import Body, Fetched, ObjectInfo
 
 # Temp files carry this prefix so `list` can skip an upload in progress.
 TEMP_PREFIX = ".satchel-tmp-"
@@ -43,7 +43,15 @@ class LocalAdapter:
         except OSError as exc:
             _raise(exc, "open")
 
-    def write(self, key: str, body: Body) -> None:
+    def get(self, key: str, if_none_match: str | None = None) -> Fetched:
+        stream = self.open(key)
+        info = _info(key, os.fstat(stream.fileno()))
+        if if_none_match is not None and info.etag == if_none_match:
+            stream.close()
+            return Fetched(info=None, stream=None)
+        return Fetched(info=info, stream=stream)
+
+    def write(self, key: str, body: Body) -> ObjectInfo:
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +65,7 @@ class LocalAdapter:
                 os.fsync(temp.fileno())
             os.chmod(temp_name, 0o644)  # mkstemp makes 0600; objects are ordinary files
             os.replace(temp_name, target)
+            return _info(key, target.stat())
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temp_name)

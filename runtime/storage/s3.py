@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO, NoReturn
 
 from boto3.s3.transfer import TransferConfig
@@ -23,7 +25,7 @@ from botocore.exceptions import (
 
 from runtime.credentials import ResolvedCredentials
 from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
-from runtime.storage.base import Body, ObjectInfo
+from runtime.storage.base import Body, Fetched, ObjectInfo
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 TRANSFER = TransferConfig(
@@ -59,20 +61,45 @@ class S3Adapter:
             return stream.read()
 
     def open(self, key: str) -> BinaryIO:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except (ClientError, BotoCoreError) as exc:
-            _raise(exc, "read")
-        return io.BufferedReader(_BodyStream(body), buffer_size=_STREAM_CHUNK)
+        stream = self.get(key).stream
+        assert stream is not None
+        return stream
 
-    def write(self, key: str, body: Body) -> None:
+    def get(self, key: str, if_none_match: str | None = None) -> Fetched:
+        conditional = {"IfNoneMatch": f'"{if_none_match}"'} if if_none_match else {}
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key, **conditional)
+        except ClientError as exc:
+            if if_none_match and _status(exc) == 304:
+                return Fetched(info=None, stream=None)
+            _raise(exc, "read")
+        except BotoCoreError as exc:
+            _raise(exc, "read")
+        info = ObjectInfo(
+            key=key,
+            size=response["ContentLength"],
+            etag=response["ETag"].strip('"'),
+            modified=response["LastModified"],
+        )
+        stream = io.BufferedReader(_BodyStream(response["Body"]), buffer_size=_STREAM_CHUNK)
+        return Fetched(info=info, stream=stream)
+
+    def write(self, key: str, body: Body) -> ObjectInfo | None:
         try:
             if isinstance(body, bytes | bytearray | memoryview):
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body))
+                data = bytes(body)
+                response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
             else:
                 self.client.upload_fileobj(body, self.bucket, key, Config=TRANSFER)
+                return None  # the multipart answer carries no Last-Modified: no extra HEAD
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, "write")
+        # S3 stamps Last-Modified with the time it took the object: the response's Date.
+        date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
+        modified = parsedate_to_datetime(date) if date else datetime.now(UTC)
+        return ObjectInfo(
+            key=key, size=len(data), etag=response["ETag"].strip('"'), modified=modified
+        )
 
     def exists(self, key: str) -> bool:
         try:
@@ -140,6 +167,11 @@ class _BodyStream(io.RawIOBase):
     def close(self) -> None:
         self._body.close()
         super().close()
+
+
+def _status(exc: ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
 
 
 def _code(exc: ClientError) -> str:
