@@ -7,9 +7,16 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from runtime.aws_args import AwsArgs, parse_aws_args
 from runtime.credentials import RefreshWindows
@@ -20,6 +27,7 @@ from runtime.specs import ROLES, LocalSpec, Role, S3Spec, StorageSpec
 # Our own variables (the contract's are fixed by the Packeton docs).
 LOCAL_ROOT_VAR = "SATCHEL_LOCAL_ROOT"
 STORAGE_CONFIG_VAR = "SATCHEL_STORAGE_CONFIG"
+METADATA_TTL_VAR = "SATCHEL_MIRROR_METADATA_TTL"
 ADVISORY_VAR = "SATCHEL_CREDENTIALS_ADVISORY_REFRESH"
 MANDATORY_VAR = "SATCHEL_CREDENTIALS_MANDATORY_REFRESH"
 
@@ -39,6 +47,13 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "MIRROR_DIST_CACHE_DIR": ("mirror_dist_cache_dir", ""),
     LOCAL_ROOT_VAR: ("local_root", "var/storage"),
     STORAGE_CONFIG_VAR: ("storage_config", ""),
+    # Mirror caching: seconds a cached metadata file is served before one revalidating GET;
+    # bounds of the dist cache, of the in-process metadata LRU and of the archive cache.
+    METADATA_TTL_VAR: ("mirror_metadata_ttl", "60"),
+    "SATCHEL_MIRROR_METADATA_MEMORY": ("mirror_metadata_memory", "64M"),
+    "SATCHEL_MIRROR_DIST_CACHE_SIZE": ("mirror_dist_cache_size", "10G"),
+    "SATCHEL_ARCHIVE_CACHE_DIR": ("archive_cache_dir", ""),
+    "SATCHEL_ARCHIVE_CACHE_SIZE": ("archive_cache_size", "2G"),
     # Seconds before expiry to refresh temporary credentials (botocore's own defaults).
     ADVISORY_VAR: ("advisory_refresh", "900"),
     MANDATORY_VAR: ("mandatory_refresh", "600"),
@@ -62,6 +77,24 @@ def validate_prefix(value: str, *, where: str) -> str:
         raise ConfigError(f"{where}: {exc.reason}") from None
 
 
+def parse_size(value: object) -> int:
+    """`10G`, `512M`, `64k` or plain bytes (binary units: 1K = 1024)."""
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    multiplier = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        size = int(float(number) * multiplier)
+    except ValueError:
+        raise ValueError("expected a size such as 512M, 10G or a number of bytes") from None
+    if size < 0:
+        raise ValueError("must not be negative")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
 class Settings(BaseModel):
     """The validated environment. `storages` maps each role to where it lives."""
 
@@ -78,6 +111,11 @@ class Settings(BaseModel):
     mirror_dist_cache_dir: Path | None
     local_root: Path
     storage_config: Path | None
+    mirror_metadata_ttl: float = Field(ge=0)
+    mirror_metadata_memory: ByteSize
+    mirror_dist_cache_size: ByteSize
+    archive_cache_dir: Path | None
+    archive_cache_size: ByteSize
     advisory_refresh: int = Field(ge=0)
     mandatory_refresh: int = Field(ge=0)
     storages: dict[Role, StorageSpec] = Field(default_factory=dict)
@@ -86,7 +124,11 @@ class Settings(BaseModel):
     environ: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
     @field_validator(
-        "mirror_metadata_cache_dir", "mirror_dist_cache_dir", "storage_config", mode="before"
+        "mirror_metadata_cache_dir",
+        "mirror_dist_cache_dir",
+        "storage_config",
+        "archive_cache_dir",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -137,7 +179,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         var = _VAR_OF_FIELD.get(str(error["loc"][0]), str(error["loc"][0]))
-        raise ConfigError(f"{var}: {error['msg']}, got {error['input']!r}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{var}: {message}, got {error['input']!r}") from None
     if settings.mandatory_refresh > settings.advisory_refresh:
         raise ConfigError(f"{MANDATORY_VAR}: must not exceed {ADVISORY_VAR}")
     return settings.model_copy(update={"storages": _resolve_storages(settings)})

@@ -1,0 +1,311 @@
+"""A local cache of immutable objects (mirror dists, package archives): no TTL, bounded by
+bytes with least-recently-used eviction, filled while the first reader streams.
+
+Entry file: a 16-byte header (magic, body size) then the body, written to a temp file in the
+same directory and renamed into place once complete and verified. A hit checks the size
+(one fstat), so a truncated entry is dropped and refetched, never served. Any local failure
+(unwritable, missing or full directory, corrupt entry) falls back to the bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import struct
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from runtime.mirror.locks import LOCK_DIR, KeyLock, key_hash
+from runtime.mirror.stats import MirrorStats
+from runtime.storage import Storage
+
+log = logging.getLogger("satchel.cache")
+
+MAGIC = b"SATCHEL\x01"
+HEADER = struct.Struct(">8sQ")
+TEMP_PREFIX = ".fill-"
+
+
+class FileCache:
+    def __init__(
+        self,
+        storage: Storage,
+        directory: Path | None,
+        max_bytes: int,
+        stats: MirrorStats,
+        *,
+        counter: str = "dist",
+    ) -> None:
+        self.storage = storage
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.stats = stats
+        self._hits, self._misses = f"{counter}_hits", f"{counter}_misses"
+        self._total: int | None = None  # bytes on disk, as last counted (other processes too)
+        self._total_lock = threading.Lock()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def open(self, key: str) -> BinaryIO:
+        """The object as a binary stream: from the cache, or from the bucket (one GET)."""
+        if self.directory is None:  # stateless: stream straight from the bucket
+            return self._from_bucket(key)
+        hit = self._open_entry(key)
+        if hit is not None:
+            return hit
+        lock = KeyLock(self.directory, key)
+        try:
+            lock.acquire()
+        except OSError as exc:
+            self._degrade("cannot lock", exc)
+            return self._from_bucket(key)
+        try:
+            hit = self._open_entry(key)  # filled by whoever held the lock before us
+            if hit is not None:
+                lock.release()
+                return hit
+            self.stats.add(**{self._misses: 1}, bucket_requests=1)
+            fetched = self.storage.get(key)
+            assert fetched.stream is not None and fetched.info is not None
+            filling = _FillingReader(
+                self, key, fetched.stream, fetched.info.size, fetched.info.etag, lock
+            )
+            return cast(BinaryIO, filling)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _from_bucket(self, key: str) -> BinaryIO:
+        self.stats.add(**{self._misses: 1}, bucket_requests=1)
+        return self.storage.open(key)
+
+    def entry_path(self, key: str) -> Path:
+        assert self.directory is not None
+        digest = key_hash(key)
+        return self.directory / digest[:2] / digest
+
+    def _open_entry(self, key: str) -> BinaryIO | None:
+        path = self.entry_path(key)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._degrade("cannot read an entry", exc)
+            return None
+        try:
+            magic, size = HEADER.unpack(handle.read(HEADER.size))
+            if magic != MAGIC or os.fstat(handle.fileno()).st_size != HEADER.size + size:
+                raise ValueError("truncated or foreign entry")
+        except (ValueError, struct.error):
+            handle.close()
+            log.warning("dropping a corrupt cache entry %s", path)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(handle.fileno())  # recently used: evicted last
+        self.stats.add(**{self._hits: 1})
+        return cast(BinaryIO, _EntryReader(handle, size))
+
+    # -- writing, eviction -------------------------------------------------------------
+
+    def put(self, key: str, body: bytes | BinaryIO) -> None:
+        """Store in the bucket; the cache fills on the first read (immutable objects)."""
+        self.storage.write(key, body)
+
+    def _commit(self, temp: Path, key: str, size: int) -> None:
+        os.replace(temp, self.entry_path(key))
+        with self._total_lock:
+            if self._total is not None:
+                self._total += HEADER.size + size
+            over = self._total is None or self._total > self.max_bytes
+        if over:
+            self.prune()
+
+    def prune(self, max_bytes: int | None = None) -> tuple[int, int]:
+        """Evict least recently used entries until the cache fits; drop stale temp files.
+        Returns (entries, bytes) removed."""
+        if self.directory is None:
+            return 0, 0
+        bound = self.max_bytes if max_bytes is None else max_bytes
+        entries = sorted(self._scan(), key=lambda e: e[1])  # oldest first
+        total = sum(size for _, _, size in entries)
+        removed = freed = 0
+        for path, _, size in entries:
+            if total <= bound:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a reader that has it open keeps reading it
+                removed, freed, total = removed + 1, freed + size, total - size
+        with self._total_lock:
+            self._total = total
+        return removed, freed
+
+    def disk_usage(self) -> tuple[int, int]:
+        """(entries, bytes) in the cache directory."""
+        entries = list(self._scan())
+        return len(entries), sum(size for _, _, size in entries)
+
+    def _scan(self) -> list[tuple[Path, float, int]]:
+        assert self.directory is not None
+        found: list[tuple[Path, float, int]] = []
+        try:
+            shards = [d for d in os.scandir(self.directory) if d.is_dir() and d.name != LOCK_DIR]
+        except FileNotFoundError:
+            return found
+        for shard in shards:
+            for entry in os.scandir(shard.path):
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat()
+                    if entry.name.startswith(TEMP_PREFIX):
+                        continue
+                    found.append((Path(entry.path), st.st_mtime, st.st_size))
+        return found
+
+    def _degrade(self, what: str, exc: OSError) -> None:
+        self.stats.add(cache_errors=1)
+        log.warning("cache %s: %s (%s); reading from the bucket", self.directory, what, exc)
+
+
+class _EntryReader(io.RawIOBase):
+    """A cache entry's body: offsets exclude the header, so `zipfile` and `seek` just work."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle = handle
+        self.size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._handle.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            offset += HEADER.size
+        return self._handle.seek(offset, whence) - HEADER.size
+
+    def tell(self) -> int:
+        return self._handle.tell() - HEADER.size
+
+    def fileno(self) -> int:
+        return self._handle.fileno()
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
+class _FillingReader(io.RawIOBase):
+    """Streams the bucket's body to the caller and into a temp file; commits at the end.
+
+    Holds the key's lock until done, so concurrent readers wait and then hit the cache.
+    A failure of the cache (disk full, ...) only stops the filling: the caller keeps reading.
+    A failure of the bucket reaches the caller and leaves no entry behind.
+    """
+
+    def __init__(
+        self,
+        cache: FileCache,
+        key: str,
+        source: BinaryIO,
+        size: int,
+        etag: str,
+        lock: KeyLock,
+    ) -> None:
+        self.size = size
+        self._cache, self._key, self._source, self._lock = cache, key, source, lock
+        self._received = 0
+        # A plain single-part ETag is the MD5 of the body: verify it while we are at it.
+        self._md5 = hashlib.md5(usedforsecurity=False) if _is_md5(etag) else None
+        self._etag = etag
+        self._temp: BinaryIO | None = None
+        self._temp_path: Path | None = None
+        try:
+            target = cache.entry_path(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+            self._temp, self._temp_path = os.fdopen(fd, "wb"), Path(name)
+            self._temp.write(HEADER.pack(MAGIC, size))
+        except OSError as exc:
+            cache._degrade("cannot create an entry", exc)
+            self._abandon()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            n = self._source.readinto(buffer)  # type: ignore[attr-defined]
+        except BaseException:
+            self._finish(commit=False)
+            raise
+        if n:
+            self._received += n
+            if self._md5 is not None:
+                self._md5.update(memoryview(buffer)[:n])
+            if self._temp is not None:
+                try:
+                    self._temp.write(memoryview(buffer)[:n])
+                except OSError as exc:
+                    self._cache._degrade("cannot fill an entry", exc)
+                    self._abandon()
+        else:
+            self._finish(commit=True)
+        return n or 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._finish(commit=False)  # a no-op once finished
+            self._source.close()
+        super().close()
+
+    def _finish(self, *, commit: bool) -> None:
+        if self._lock is None:
+            return
+        try:
+            if commit and self._temp is not None and self._verified():
+                assert self._temp_path is not None
+                self._temp.close()
+                self._temp = None
+                try:
+                    self._cache._commit(self._temp_path, self._key, self.size)
+                    self._temp_path = None
+                except OSError as exc:
+                    self._cache._degrade("cannot commit an entry", exc)
+            self._abandon()
+        finally:
+            self._lock.release()
+            self._lock = None  # type: ignore[assignment]
+
+    def _verified(self) -> bool:
+        if self._received != self.size:
+            log.warning("not caching %s: got %d of %d bytes", self._key, self._received, self.size)
+            return False
+        if self._md5 is not None and self._md5.hexdigest() != self._etag:
+            log.warning("not caching %s: its MD5 does not match the bucket's ETag", self._key)
+            return False
+        return True
+
+    def _abandon(self) -> None:
+        if self._temp is not None:
+            with contextlib.suppress(OSError):
+                self._temp.close()
+            self._temp = None
+        if self._temp_path is not None:
+            with contextlib.suppress(OSError):
+                self._temp_path.unlink()
+            self._temp_path = None
+
+
+def _is_md5(etag: str) -> bool:
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
