@@ -140,11 +140,12 @@ class SeaweedFS:
         self.stop()
         raise RuntimeError(f"SeaweedFS not ready after {READY_TIMEOUT}s; see {self.run_dir}/logs")
 
-    def stop(self) -> None:
+    def stop(self, *, crash: bool = False) -> None:
+        """SIGTERM and wait (SIGKILL after 30 s); `crash=True` kills at once, as a crash would."""
         if self.process is None:
             return
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGKILL if crash else signal.SIGTERM)
             try:
                 self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:

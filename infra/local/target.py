@@ -216,9 +216,9 @@ class LocalTarget:
         assert self.seaweed is not None, "the target is not up"
         return self.seaweed.admin_client()
 
-    def stop_storage(self) -> None:
+    def stop_storage(self, *, crash: bool = False) -> None:
         assert self.seaweed is not None
-        self.seaweed.stop()
+        self.seaweed.stop(crash=crash)
 
     def start_storage(self) -> None:
         """Restart SeaweedFS on the same ports and data directory."""
