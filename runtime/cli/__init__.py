@@ -24,3 +24,7 @@ for command in (files.ls, files.cat, files.put, files.rm):
 from runtime.cli.local import local  # noqa: E402  (after the app it extends)
 
 app.add_typer(local, name="local")
+
+from runtime.cli.cache import cache  # noqa: E402
+
+app.add_typer(cache, name="cache")

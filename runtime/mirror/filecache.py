@@ -149,6 +149,8 @@ class FileCache:
 
     def disk_usage(self) -> tuple[int, int]:
         """(entries, bytes) in the cache directory."""
+        if self.directory is None:
+            return 0, 0
         entries = list(self._scan())
         return len(entries), sum(size for _, _, size in entries)
 

@@ -203,6 +203,29 @@ class MetadataStore:
         with contextlib.suppress(OSError):
             self._file(path).unlink()
 
+    def disk_usage(self) -> tuple[int, int]:
+        """(entries, bytes) of the cache directory."""
+        files = self._entry_files()
+        return len(files), sum(size for _, size in files)
+
+    def clear(self) -> tuple[int, int]:
+        """Delete every cached document (the bucket keeps them). Returns (entries, bytes)."""
+        files = self._entry_files()
+        for file, _ in files:
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
+        self._memory = _LruBytes(self._memory.max_bytes)
+        return len(files), sum(size for _, size in files)
+
+    def _entry_files(self) -> list[tuple[Path, int]]:
+        if self.directory is None or not self.directory.is_dir():
+            return []
+        found = []
+        for file in self.directory.glob("??/*.meta"):
+            with contextlib.suppress(FileNotFoundError):
+                found.append((file, file.stat().st_size))
+        return found
+
     def _degrade(self, what: str, exc: OSError) -> None:
         self.stats.add(cache_errors=1)
         log.warning("metadata cache %s: %s (%s)", self.directory, what, exc)
