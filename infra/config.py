@@ -123,6 +123,24 @@ class StackConfig(BaseModel):
     kube_context: str | None = Field(
         default=None, alias="kubeContext", description="Context within the kubeconfig"
     )
+    deploy_app: bool = Field(
+        default=False,
+        alias="deployApp",
+        description="Also deploy `satchel serve` (Deployment + Service) with the ServiceAccount",
+    )
+    app_image: str = Field(
+        default="",
+        alias="appImage",
+        description="Container image of the app (required when deployApp is true)",
+    )
+    app_replicas: int = Field(
+        default=2, alias="appReplicas", ge=2, description="Replicas of the app (at least 2)"
+    )
+    app_cache_size_limit: str = Field(
+        default="2Gi",
+        alias="appCacheSizeLimit",
+        description="sizeLimit of each emptyDir cache volume of the app",
+    )
 
     @field_validator(
         "cluster_name",
@@ -162,6 +180,12 @@ class StackConfig(BaseModel):
         if value is not None and not (value.startswith("https://") and urlparse(value).hostname):
             raise ValueError("must be the https:// issuer URL of the cluster")
         return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _app_image_when_deployed(self) -> StackConfig:
+        if self.deploy_app and not self.app_image:
+            raise ValueError("appImage: deployApp needs the app's container image")
+        return self
 
     @model_validator(mode="after")
     def _one_issuer_source(self) -> StackConfig:

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra.components.app import AppDeployment
 from infra.components.bucket import SecureBucket
 from infra.components.identity import AppIdentity
 from infra.components.kubernetes import AppKubernetes
@@ -113,7 +114,17 @@ def main() -> None:
         kubeconfig_for_cluster(cluster, config.region) if cluster is not None else None
     )
     provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, context=config.kube_context)
-    AppKubernetes(f"{name}-k8s-app", config, provider=provider, role_arn=identity.role_arn, env=env)
+    kubernetes = AppKubernetes(
+        f"{name}-k8s-app", config, provider=provider, role_arn=identity.role_arn, env=env
+    )
+    if config.deploy_app:
+        AppDeployment(
+            f"{name}-serve",
+            config,
+            provider=provider,
+            service_account=kubernetes.service_account.metadata["name"],
+            config_map=kubernetes.config_map.metadata["name"],
+        )
 
     outputs = pulumi.Output.all(
         storage.bucket.bucket, storage.bucket.arn, identity.role_arn, env

@@ -232,3 +232,53 @@ def test_a_generated_bucket_name_flows_into_every_document_and_output() -> None:
 def test_no_namespace_is_created_unless_asked() -> None:
     run = run_program(_with(createNamespace=False))
     assert not run.of_type("kubernetes:core/v1:Namespace")
+
+
+def test_the_app_is_not_deployed_unless_asked(dev: ProgramRun) -> None:
+    assert not dev.of_type("kubernetes:apps/v1:Deployment")
+
+
+def test_the_app_deployment_runs_stateless_replicas_with_the_service_account_and_env() -> None:
+    run = run_program(_with(deployApp=True, appImage="registry.example/satchel:1.0", appReplicas=3))
+    deployment = run.one("kubernetes:apps/v1:Deployment")
+    spec = deployment.inputs["spec"]
+    assert spec["replicas"] == 3
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "packeton"
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example/satchel:1.0"
+    assert container["args"][:1] == ["serve"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "packeton-env"}}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"] == {"cpu": "250m", "memory": "256Mi"}
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # The dev stack's caches live under /tmp: one emptyDir with a size limit holds them.
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    service = run.one("kubernetes:core/v1:Service")
+    assert service.inputs["spec"]["selector"] == spec["selector"]["matchLabels"]
+
+
+def test_cache_dirs_outside_tmp_get_their_own_volumes() -> None:
+    run = run_program(
+        _with(
+            deployApp=True,
+            appImage="img",
+            mirrorMetadataCacheDir="/cache/meta",
+            mirrorDistCacheDir="/cache/dist",
+            appCacheSizeLimit="5Gi",
+        )
+    )
+    pod = run.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
+    assert {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod["volumes"]} == {
+        "mirror-meta-cache": "5Gi",
+        "mirror-dist-cache": "5Gi",
+        "tmp": "5Gi",
+    }
+
+
+def test_deploying_the_app_without_an_image_is_a_config_error() -> None:
+    with pytest.raises(Exception, match="satchel:appImage: deployApp needs"):
+        run_program(_with(deployApp=True))
