@@ -5,7 +5,9 @@ from __future__ import annotations
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,13 +92,24 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+@contextmanager
+def running_target(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **options: Any
+) -> Iterator[LocalTarget]:
+    """A local IRSA target from the committed Pulumi.dev.yaml, up for the `with` block."""
+    local = LocalTarget(load_stack_config("dev"), tmp_path_factory.mktemp(name), **options)
+    local.up()
+    try:
+        yield local
+    finally:
+        local.down()
+
+
 @pytest.fixture(scope="session")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
-    """The local IRSA target provisioned from the committed Pulumi.dev.yaml."""
-    local = LocalTarget(load_stack_config("dev"), tmp_path_factory.mktemp("local-target"))
-    local.up()
-    yield local
-    local.down()
+    """The shared local IRSA target (tests that stop or reconfigure it use their own)."""
+    with running_target(tmp_path_factory, "local-target") as local:
+        yield local
 
 
 @pytest.fixture

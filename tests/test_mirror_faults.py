@@ -10,20 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import load_stack_config
 from infra.local.target import LocalTarget
 from runtime import BackendUnavailable
 from runtime.mirror.filecache import TEMP_PREFIX
+from tests.conftest import running_target
 from tests.mirror_helpers import mirror_env, open_counted
 
 
 @pytest.fixture(scope="module")
 def crash_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
     """A target of its own: this module kills its SeaweedFS."""
-    local = LocalTarget(load_stack_config("dev"), tmp_path_factory.mktemp("crash-target"))
-    local.up()
-    yield local
-    local.down()
+    with running_target(tmp_path_factory, "crash-target") as local:
+        yield local
 
 
 def _files(directory: Path) -> list[str]:

@@ -18,11 +18,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 import runtime
-from infra.config import load_stack_config
 from infra.local.target import LocalTarget
 from runtime import credentials
 from runtime.settings import ADVISORY_VAR, MANDATORY_VAR
 from runtime.storage.s3 import S3Adapter
+from tests.conftest import running_target
 
 SESSION_SECONDS = 6
 ADVISORY, MANDATORY = 2, 1
@@ -31,15 +31,9 @@ RUN_SECONDS = 14.0
 
 @pytest.fixture(scope="module")
 def short_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
-    local = LocalTarget(
-        load_stack_config("dev"),
-        tmp_path_factory.mktemp("short-sessions"),
-        token_duration=f"{SESSION_SECONDS}s",
-        token_lifetime=5,
-    )
-    local.up()
-    yield local
-    local.down()
+    options = {"token_duration": f"{SESSION_SECONDS}s", "token_lifetime": 5}
+    with running_target(tmp_path_factory, "short-sessions", **options) as local:
+        yield local
 
 
 def _token_exp(token: str) -> float:
