@@ -11,19 +11,10 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from runtime.aws_args import AwsArgs
+from runtime.aws_args import AwsArgs, region_of, s3_endpoint
 from runtime.credentials import ResolvedCredentials
 
 DEFAULT_REGION = "us-east-1"
-
-
-def s3_endpoint(args: AwsArgs, environ: Mapping[str, str]) -> str | None:
-    """The S3 endpoint: the args' `endpoint`, else the standard AWS variables, else AWS itself."""
-    return args.endpoint or environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
-
-
-def region_of(args: AwsArgs, environ: Mapping[str, str]) -> str | None:
-    return args.region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
 
 
 def checksum_policy(endpoint: str | None, environ: Mapping[str, str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -55,6 +56,20 @@ class AwsArgs(BaseModel):
             if secret in out:
                 out[secret] = "**********"
         return out
+
+
+def s3_endpoint(args: AwsArgs, environ: Mapping[str, str]) -> str | None:
+    """The S3 endpoint: the args' `endpoint`, else the standard AWS variables, else AWS itself."""
+    return args.endpoint or environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+
+
+def sts_endpoint(args: AwsArgs, environ: Mapping[str, str]) -> str | None:
+    """The STS endpoint: `stsEndpoint`, else AWS_ENDPOINT_URL_STS, else AWS's regional one."""
+    return args.sts_endpoint or environ.get("AWS_ENDPOINT_URL_STS") or None
+
+
+def region_of(args: AwsArgs, environ: Mapping[str, str]) -> str | None:
+    return args.region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
 
 
 ALLOWED_KEYS = sorted(field.alias or name for name, field in AwsArgs.model_fields.items())

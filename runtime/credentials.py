@@ -36,7 +36,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import ClientError, CredentialRetrievalError
 
-from runtime.aws_args import AwsArgs
+from runtime.aws_args import AwsArgs, region_of, sts_endpoint
 from runtime.errors import ConfigError
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -204,14 +204,14 @@ def _web_identity(
         )
     session_name = session_name or _default_session_name(hostname(), clock())
 
-    sts_endpoint = args.sts_endpoint or environ.get("AWS_ENDPOINT_URL_STS") or None
-    region = args.region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-    if not region and not sts_endpoint:
+    endpoint = sts_endpoint(args, environ)
+    region = region_of(args, environ)
+    if not region and not endpoint:
         raise ConfigError(
             "STORAGE_AWS_ARGS: region is missing; STS is regional: set region or AWS_REGION"
         )
     create_client = functools.partial(
-        session.create_client, region_name=region or "us-east-1", endpoint_url=sts_endpoint
+        session.create_client, region_name=region or "us-east-1", endpoint_url=endpoint
     )
     fetcher = AssumeRoleWithWebIdentityCredentialFetcher(
         client_creator=create_client,

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runtime.aws import s3_endpoint
+from runtime.aws_args import s3_endpoint
 from runtime.credential_hints import credential_hint
 from runtime.credentials import CredentialInfo, ResolvedCredentials, resolve_credentials
 from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError

@@ -8,8 +8,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.aws import region_of, s3_endpoint
-from runtime.aws_args import AwsArgs
+from runtime.aws_args import AwsArgs, region_of, s3_endpoint, sts_endpoint
 from runtime.credentials import ResolvedCredentials
 
 
@@ -31,10 +30,6 @@ class Identity:
             "error": self.error,
             "skipped": self.skipped,
         }
-
-
-def sts_endpoint(args: AwsArgs, environ: Mapping[str, str]) -> str | None:
-    return args.sts_endpoint or environ.get("AWS_ENDPOINT_URL_STS") or None
 
 
 def caller_identity(
