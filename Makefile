@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.satchel-installed
 
-.PHONY: demo test lint format typecheck clean
+.PHONY: demo test lint format typecheck bench clean
 
 # (Re)install when pyproject.toml changes; the venv is made with the machine's python3 and pip.
 $(STAMP): pyproject.toml
@@ -31,6 +31,14 @@ format: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Mirror benchmarks against the local IRSA target: one table, bench/results.json (~2 min).
+# Their extra packages are pinned here, not in the project's dependencies.
+BENCH_DEPS := obstore==0.12.1 psutil==7.2.2
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(BENCH_DEPS)
+	$(BIN)/python -m bench.mirror
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

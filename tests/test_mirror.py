@@ -310,3 +310,17 @@ def test_four_processes_missing_one_dist_with_a_shared_cache_cost_one_get(
         worker.join(30)
     assert sum(gets for gets, _ in results) == 1
     assert {digest for _, digest in results} == {hashlib.sha256(payload).hexdigest()}
+
+
+def test_a_local_storage_dist_is_cached_too(tmp_path: Path) -> None:
+    env = {
+        "STORAGE_SOURCE": "local",
+        "SATCHEL_LOCAL_ROOT": str(tmp_path / "storage"),
+        "MIRROR_DIST_CACHE_DIR": str(tmp_path / "dist-cache"),
+    }
+    mirror, _ = open_counted(env)
+    mirror.put_dist("vendor/pkg/1.0.zip", b"local zip")
+    assert mirror.open_dist("vendor/pkg/1.0.zip").read() == b"local zip"
+    assert mirror.open_dist("vendor/pkg/1.0.zip").read() == b"local zip"
+    assert mirror.stats.snapshot()["dist_hits"] == 1
+    assert mirror.dists.disk_usage()[0] == 1

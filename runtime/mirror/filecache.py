@@ -188,6 +188,10 @@ class _EntryReader(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
+    def read(self, size: int = -1) -> bytes:
+        """From the buffered handle: one copy, not RawIOBase's bytearray + readinto + bytes()."""
+        return self._handle.read(size)
+
     def readinto(self, buffer: Any) -> int:
         return self._handle.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
 
@@ -228,6 +232,7 @@ class _FillingReader(io.RawIOBase):
         self._cache, self._key, self._source, self._lock = cache, key, source, lock
         self._received = 0
         # A plain single-part ETag is the MD5 of the body: verify it while we are at it.
+        # (It costs CPU on cold fills of single-part dists; multipart ETags are no MD5.)
         self._md5 = hashlib.md5(usedforsecurity=False) if _is_md5(etag) else None
         self._etag = etag
         self._temp: BinaryIO | None = None
@@ -237,6 +242,9 @@ class _FillingReader(io.RawIOBase):
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
             self._temp, self._temp_path = os.fdopen(fd, "wb"), Path(name)
+            # Reserve the blocks now: a full disk shows here, before any byte is streamed,
+            # and the writes then skip ext4's block allocation.
+            os.posix_fallocate(fd, 0, HEADER.size + size)
             self._temp.write(HEADER.pack(MAGIC, size))
         except OSError as exc:
             cache._degrade("cannot create an entry", exc)
@@ -245,25 +253,40 @@ class _FillingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def read(self, size: int = -1) -> bytes:
+        """The source's own bytes object: no bytearray, readinto and bytes() copy per chunk."""
+        if size is None or size < 0:
+            return self.readall()
         try:
-            n = self._source.readinto(buffer)  # type: ignore[attr-defined]
+            data = self._source.read(size)
         except BaseException:
             self._finish(commit=False)
             raise
-        if n:
-            self._received += n
-            if self._md5 is not None:
-                self._md5.update(memoryview(buffer)[:n])
-            if self._temp is not None:
-                try:
-                    self._temp.write(memoryview(buffer)[:n])
-                except OSError as exc:
-                    self._cache._degrade("cannot fill an entry", exc)
-                    self._abandon()
-        else:
+        self._take(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            n = self._source.readinto(buffer) or 0  # type: ignore[attr-defined]
+        except BaseException:
+            self._finish(commit=False)
+            raise
+        self._take(memoryview(buffer)[:n])
+        return n
+
+    def _take(self, data: bytes | memoryview) -> None:
+        if not data:
             self._finish(commit=True)
-        return n or 0
+            return
+        self._received += len(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._temp is not None:
+            try:
+                self._temp.write(data)
+            except OSError as exc:
+                self._cache._degrade("cannot fill an entry", exc)
+                self._abandon()
 
     def close(self) -> None:
         if not self.closed:

@@ -1,0 +1,258 @@
+"""Figures 3-5: dist read throughput, RSS while streaming, concurrent cold readers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.baselines import boto3_download, boto3_iter_chunks, obstore_read, obstore_store
+from bench.harness import CHUNK, App, Bench, MiB, median, rounds
+from bench.report import Row
+from runtime.mirror import MirrorStore
+
+SIZES = {"bench/1g.zip": 1024 * MiB, "bench/256m.zip": 256 * MiB, "bench/32m.zip": 32 * MiB}
+BIG, MEDIUM, SMALL = SIZES
+SINGLE, SINGLE_SIZE = "bench/single-64m.zip", 64 * MiB  # one PUT: its ETag is the MD5
+THROUGHPUT_ROUNDS = 7
+RSS_ROUNDS = 3
+READERS = 50
+READER_ROUNDS = 5
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Pattern(io.RawIOBase):
+    """`size` bytes repeating one random MiB: incompressible, nothing held in memory."""
+
+    def __init__(self, size: int) -> None:
+        self._block = os.urandom(CHUNK)
+        self._remaining = size
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._remaining, CHUNK - self._offset)
+        buffer[:n] = self._block[self._offset : self._offset + n]
+        self._offset = (self._offset + n) % CHUNK
+        self._remaining -= n
+        return n
+
+
+def upload(app: App) -> float:
+    """The big dists as multipart uploads (the storage's write of a stream), one as one PUT."""
+    start = time.perf_counter()
+    for key, size in SIZES.items():
+        app.mirror.put_dist(key, io.BufferedReader(Pattern(size)))
+    app.mirror.put_dist(SINGLE, os.urandom(SINGLE_SIZE))
+    assert "-" not in app.storages.mirror_dist.stat(SINGLE).etag
+    return time.perf_counter() - start
+
+
+def delete(app: App) -> None:
+    for key in [*SIZES, SINGLE]:
+        app.storages.mirror_dist.delete(key)
+
+
+def read_all(mirror: MirrorStore, key: str) -> int:
+    total = 0
+    with mirror.open_dist(key) as stream:
+        while chunk := stream.read(CHUNK):
+            total += len(chunk)
+    return total
+
+
+def throughput(bench: Bench, app: App) -> tuple[list[Row], dict[str, Any]]:
+    full_key = f"{app.storages.mirror_dist.prefix}/{MEDIUM}"
+    store = obstore_store(app.adapter, bench.target.endpoint, app.settings.aws_args.region or "")
+    cpu: dict[str, list[float]] = {}
+    warm: list[float] = []
+
+    def rate(name: str, size: int, read: Callable[[], int]) -> float:
+        """MiB/s of one read; the process's CPU time (every thread) goes to `cpu`."""
+        before, start = cpu_seconds(), time.perf_counter()
+        assert read() == size
+        elapsed, used = time.perf_counter() - start, cpu_seconds() - before
+        cpu.setdefault(name, []).append(used * 1000 * (256 * MiB / size))  # ms per 256 MiB
+        return size / MiB / elapsed
+
+    def stateless(key: str, size: int, name: str) -> Callable[[], float]:
+        return lambda: rate(name, size, lambda: read_all(app.mirror, key))
+
+    def cached(key: str, size: int, name: str) -> Callable[[], float]:
+        def run() -> float:
+            with bench.cache_dir() as directory:
+                mirror = app.with_caches(dists=directory)
+                cold = rate(name, size, lambda: read_all(mirror, key))
+                if key == MEDIUM:
+                    warm.append(rate("ours cache warm", size, lambda: read_all(mirror, key)))
+                return cold
+
+        return run
+
+    medium = SIZES[MEDIUM]
+    samples = rounds(
+        {
+            "ours stateless": stateless(MEDIUM, medium, "ours stateless"),
+            "ours cache cold": cached(MEDIUM, medium, "ours cache cold"),
+            "boto3 download_fileobj": lambda: rate(
+                "boto3 download_fileobj", medium, lambda: boto3_download(app.adapter, full_key)
+            ),
+            "obstore sync stream": lambda: rate(
+                "obstore sync stream", medium, lambda: obstore_read(store, full_key)
+            ),
+            "boto3 get_object iter_chunks": lambda: rate(
+                "boto3 get_object iter_chunks",
+                medium,
+                lambda: boto3_iter_chunks(app.adapter, full_key),
+            ),
+            "single-part stateless": stateless(SINGLE, SINGLE_SIZE, "single-part stateless"),
+            "single-part cache cold": cached(SINGLE, SINGLE_SIZE, "single-part cache cold"),
+        },
+        THROUGHPUT_ROUNDS,
+    )
+    samples["ours cache warm"] = warm
+    mid = {name: median(values) for name, values in samples.items()}
+    cpu_mid = {name: median(values) for name, values in cpu.items()}
+    best_name = max(("boto3 download_fileobj", "obstore sync stream"), key=lambda n: mid[n])
+    best = mid[best_name]
+    rows = [
+        Row(3, f"256 MiB cold read, stateless vs faster of boto3/obstore ({best_name})",
+            "MiB/s", mid["ours stateless"], best, ">= 0.9x", mid["ours stateless"] >= 0.9 * best),
+        Row(3, f"256 MiB cold read, cache dir (filling) vs {best_name}", "MiB/s",
+            mid["ours cache cold"], best, ">= 0.9x", mid["ours cache cold"] >= 0.9 * best),
+        Row(3, "256 MiB read, boto3 download_fileobj vs obstore sync stream", "MiB/s",
+            mid["boto3 download_fileobj"], mid["obstore sync stream"], "", None),
+        Row(3, "256 MiB read, stateless vs boto3 get_object iter_chunks", "MiB/s",
+            mid["ours stateless"], mid["boto3 get_object iter_chunks"], "", None),
+        Row(3, "256 MiB read, cache dir warm (local hit) vs stateless", "MiB/s",
+            mid["ours cache warm"], mid["ours stateless"], "", None),
+        Row(3, "client CPU per 256 MiB, cache dir (filling) vs stateless", "ms",
+            cpu_mid["ours cache cold"], cpu_mid["ours stateless"], "", None,
+            f"obstore {cpu_mid['obstore sync stream']:.0f}, "
+            f"download_fileobj {cpu_mid['boto3 download_fileobj']:.0f}"),
+        Row(3, "64 MiB single-part dist (MD5 ETag), cache dir (filling) vs stateless", "MiB/s",
+            mid["single-part cache cold"], mid["single-part stateless"], "", None,
+            f"CPU per 256 MiB {cpu_mid['single-part cache cold']:.0f} vs "
+            f"{cpu_mid['single-part stateless']:.0f} ms"),
+    ]  # fmt: skip
+    return rows, {"throughput_mib_s": samples, "throughput_cpu_ms_per_256mib": cpu}
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
+    env = {**os.environ, **bench.env, "MIRROR_METADATA_CACHE_DIR": "", "MIRROR_DIST_CACHE_DIR": ""}
+
+    def measure(variant: str) -> Callable[[], dict[str, float]]:
+        def run() -> dict[str, float]:
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.rss", variant, BIG],
+                env=env, cwd=ROOT, capture_output=True, text=True, check=True, timeout=300,
+            )  # fmt: skip
+            result: dict[str, float] = json.loads(done.stdout)
+            return result
+
+        return run
+
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "boto3-download": []}
+    for i in range(RSS_ROUNDS):
+        for variant in list(runs)[i % 2 :] + list(runs)[: i % 2]:
+            runs[variant].append(measure(variant)())
+
+    def growth(variant: str) -> float:
+        return median([max(r["growth_mib"], r["maxrss_growth_mib"]) for r in runs[variant]])
+
+    ours, boto = growth("ours"), growth("boto3-download")
+    rate = median([r["mib_s"] for r in runs["ours"]])
+    rows = [
+        Row(4, "1 GiB stateless stream: peak RSS growth vs boto3 download_fileobj", "MiB",
+            ours, boto, "<= 64 MiB", ours <= 64, f"fresh process, {rate:.0f} MiB/s"),
+    ]  # fmt: skip
+    return rows, {"rss": runs}
+
+
+def concurrent_readers(bench: Bench, app: App) -> tuple[list[Row], dict[str, Any]]:
+    size = SIZES[SMALL]
+    gets: dict[str, list[int]] = {}
+    own: dict[str, list[dict[str, int]]] = {}
+
+    def wall(count: int, cached: bool) -> Callable[[], float]:
+        name = f"{count} {'cache dir' if cached else 'stateless'}"
+
+        def run() -> float:
+            with bench.cache_dir() as directory:
+                mirror = app.with_caches(dists=directory) if cached else app.mirror
+                requests, before = app.counter(), mirror.stats.snapshot()
+                elapsed, sizes = together(mirror, SMALL, count)
+                assert sizes == [size] * count, sizes
+                gets.setdefault(name, []).append(requests()["get"])
+                after = mirror.stats.snapshot()
+                counts = ("bucket_requests", "dist_misses", "dist_hits")
+                own.setdefault(name, []).append({k: after[k] - before[k] for k in counts})
+                return elapsed
+
+        return run
+
+    samples = rounds(
+        {
+            "1 cache dir": wall(1, True),
+            f"{READERS} cache dir": wall(READERS, True),
+            f"{READERS} stateless": wall(READERS, False),
+        },
+        READER_ROUNDS,
+    )
+    many, one = median(samples[f"{READERS} cache dir"]), median(samples["1 cache dir"])
+    stateless = median(samples[f"{READERS} stateless"])
+    many_gets = max(gets[f"{READERS} cache dir"])
+    many_own = own[f"{READERS} cache dir"][-1]
+    rows = [
+        Row(5, f"{READERS} concurrent cold readers of 32 MiB, cache dir: bucket GETs", "GETs",
+            many_gets, None, "1", many_gets == 1,
+            f"per round {gets[f'{READERS} cache dir']}; own counter: {many_own['bucket_requests']}"
+            f" request, {many_own['dist_misses']} miss, {many_own['dist_hits']} hits"),
+        Row(5, f"{READERS} concurrent cold readers, cache dir: wall time vs 1 reader", "ms",
+            many * 1000, one * 1000, "", None),
+        Row(5, f"{READERS} concurrent readers, stateless: wall vs cache dir", "ms",
+            stateless * 1000, many * 1000, "", None,
+            f"GETs {max(gets[f'{READERS} stateless'])}"),
+    ]  # fmt: skip
+    return rows, {"readers_s": samples, "readers_gets": gets, "readers_own_counters": own}
+
+
+def together(mirror: MirrorStore, key: str, count: int) -> tuple[float, list[int]]:
+    """`count` threads read the whole dist at once; (wall seconds, bytes each read)."""
+    start = threading.Barrier(count + 1)
+    sizes = [0] * count
+    errors: list[BaseException] = []
+
+    def reader(i: int) -> None:
+        start.wait()
+        try:
+            sizes[i] = read_all(mirror, key)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    return elapsed, sizes

@@ -1,0 +1,54 @@
+"""`make bench`: the mirror store on the local IRSA target, one table of figures.
+
+python -m bench.mirror   (prints the table, writes bench/results.json)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench import dists, metadata
+from bench.harness import local_target
+from bench.report import Row, table, write_results
+
+
+def main() -> int:
+    began = time.perf_counter()
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    with local_target() as bench:
+        app = bench.app()  # stateless, exactly the pod's env otherwise
+        try:
+            raw["upload_s"] = dists.upload(app)
+            _progress(f"uploaded the dists in {raw['upload_s']:.1f} s")
+            figures: list[tuple[str, Callable[[], tuple[list[Row], dict[str, Any]]]]] = [
+                ("requests per metadata read", lambda: metadata.requests_per_read(bench, app)),
+                ("metadata read times", lambda: metadata.read_times(bench, app)),
+                ("dist throughput", lambda: dists.throughput(bench, app)),
+                ("RSS while streaming", lambda: dists.rss(bench)),
+                ("concurrent readers", lambda: dists.concurrent_readers(bench, app)),
+            ]
+            for name, figure in figures:
+                figure_rows, figure_raw = figure()
+                rows += figure_rows
+                raw.update(figure_raw)
+                _progress(f"{name}: done at {time.perf_counter() - began:.0f} s")
+        finally:
+            dists.delete(app)
+    elapsed = time.perf_counter() - began
+    print(table(rows))
+    missed = [row for row in rows if row.met is False]
+    print(f"\n{len(rows)} figures, {len(missed)} target(s) missed, {elapsed:.0f} s")
+    print(f"written to {write_results(rows, raw, elapsed)}")
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
