@@ -22,22 +22,19 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check runtime infra tests
-	$(BIN)/ruff format --check runtime infra tests
+	$(BIN)/ruff check runtime infra tests bench
+	$(BIN)/ruff format --check runtime infra tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix runtime infra tests
-	$(BIN)/ruff format runtime infra tests
+	$(BIN)/ruff check --fix runtime infra tests bench
+	$(BIN)/ruff format runtime infra tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Mirror benchmarks against the local IRSA target: one table, bench/results.json (~2 min).
-# Their extra packages are pinned here, not in the project's dependencies.
-BENCH_DEPS := obstore==0.12.1 psutil==7.2.2
-
+# Their extra packages (obstore, psutil) are pinned in the dev extra.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(BENCH_DEPS)
 	$(BIN)/python -m bench.mirror
 
 clean:

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 import runtime
 from bench.baselines import boto3_download
