@@ -10,6 +10,7 @@ from pathlib import Path
 
 import runtime
 from runtime.archives import ArchiveCache
+from runtime.mirror.filecache import HEADER
 from tests.cli_helpers import satchel
 from tests.mirror_helpers import mirror_env, open_counted
 
@@ -35,7 +36,7 @@ def test_stats_and_prune_report_and_empty_the_caches(
     stats = json.loads(satchel(env, "cache", "stats", "--json").stdout)
     by_name = {row["cache"]: row for row in stats}
     assert by_name["mirror-dist"]["entries"] == 3
-    assert by_name["mirror-dist"]["bytes"] == 3 * (10_000 + 16)
+    assert by_name["mirror-dist"]["bytes"] == 3 * (10_000 + HEADER.size)
     assert by_name["mirror-meta"]["entries"] == 1
     assert by_name["archives"]["dir"] is None
 

@@ -8,7 +8,7 @@ import io
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runtime.mirror.filecache import FileCache
+from runtime.mirror.filecache import HEADER, FileCache
 from runtime.mirror.stats import MirrorStats
 from runtime.storage import Fetched, ObjectInfo, Storage
 
@@ -54,4 +54,4 @@ def test_a_multipart_etag_is_checked_by_length_only(tmp_path: Path) -> None:
     backend = _Backend("3858f62230ac3c915f300c664312c11f-3")
     cache = _cache(backend, tmp_path)
     cache.open("a.zip").read()
-    assert cache.disk_usage() == (1, len(BODY) + 16)
+    assert cache.disk_usage() == (1, len(BODY) + HEADER.size)

@@ -12,7 +12,7 @@ import pytest
 
 from infra.local.target import LocalTarget
 from runtime import BackendUnavailable
-from runtime.mirror.filecache import TEMP_PREFIX
+from runtime.mirror.filecache import HEADER, TEMP_PREFIX
 from tests.conftest import running_target
 from tests.mirror_helpers import mirror_env, open_counted
 
@@ -48,7 +48,7 @@ def test_a_bucket_dying_mid_stream_fails_the_read_and_leaves_no_entry(
         crash_target.start_storage()
     with mirror.open_dist("crash/big.zip") as again:
         assert again.read() == payload
-    assert mirror.dists.disk_usage() == (1, len(payload) + 16)
+    assert mirror.dists.disk_usage() == (1, len(payload) + HEADER.size)
 
 
 def test_a_read_only_cache_still_serves_every_read_from_the_bucket(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from runtime.cli import doctor, env, files
+from runtime.cli import doctor, env, files, serve
 
 app = typer.Typer(
     name="satchel",
@@ -18,6 +18,7 @@ app = typer.Typer(
 
 app.command()(env.env)
 app.command()(doctor.doctor)
+app.command()(serve.serve)
 for command in (files.ls, files.cat, files.put, files.rm):
     app.command()(command)
 

@@ -1,8 +1,9 @@
 """A local cache of immutable objects (mirror dists, package archives): no TTL, bounded by
 bytes with least-recently-used eviction, filled while the first reader streams.
 
-Entry file: a 16-byte header (magic, body size) then the body, written to a temp file in the
-same directory and renamed into place once complete and verified. A hit checks the size
+Entry file: a header (magic, body size, the bucket's Last-Modified and ETag) then the body,
+written to a temp file in the same directory and renamed into place once complete and
+verified. A hit checks the size
 (one fstat), so a truncated entry is dropped and refetched, never served. Any local failure
 (unwritable, missing or full directory, corrupt entry) falls back to the bucket.
 """
@@ -17,17 +18,20 @@ import os
 import struct
 import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from runtime.mirror.locks import LOCK_DIR, KeyLock, key_hash
 from runtime.mirror.stats import MirrorStats
-from runtime.storage import Storage
+from runtime.storage import ObjectInfo, Storage
 
 log = logging.getLogger("satchel.cache")
 
-MAGIC = b"SATCHEL\x01"
-HEADER = struct.Struct(">8sQ")
+MAGIC = b"SATCHEL\x02"
+# magic, body size, the bucket's Last-Modified (epoch seconds) and ETag (NUL-padded ASCII):
+# a hit carries the same validators as a read from the bucket. v1 entries are refetched.
+HEADER = struct.Struct(">8sQd72s")
 TEMP_PREFIX = ".fill-"
 
 
@@ -72,9 +76,7 @@ class FileCache:
             self.stats.add(**{self._misses: 1}, bucket_requests=1)
             fetched = self.storage.get(key)
             assert fetched.stream is not None and fetched.info is not None
-            filling = _FillingReader(
-                self, key, fetched.stream, fetched.info.size, fetched.info.etag, lock
-            )
+            filling = _FillingReader(self, key, fetched.stream, fetched.info, lock)
             return cast(BinaryIO, filling)
         except BaseException:
             lock.release()
@@ -82,7 +84,9 @@ class FileCache:
 
     def _from_bucket(self, key: str) -> BinaryIO:
         self.stats.add(**{self._misses: 1}, bucket_requests=1)
-        return self.storage.open(key)
+        fetched = self.storage.get(key)  # one GET: the body and its validators
+        assert fetched.stream is not None and fetched.info is not None
+        return cast(BinaryIO, _BucketReader(fetched.stream, fetched.info))
 
     def entry_path(self, key: str) -> Path:
         assert self.directory is not None
@@ -99,10 +103,11 @@ class FileCache:
             self._degrade("cannot read an entry", exc)
             return None
         try:
-            magic, size = HEADER.unpack(handle.read(HEADER.size))
+            magic, size, modified, etag = HEADER.unpack(handle.read(HEADER.size))
             if magic != MAGIC or os.fstat(handle.fileno()).st_size != HEADER.size + size:
                 raise ValueError("truncated or foreign entry")
-        except (ValueError, struct.error):
+            validators = (etag.rstrip(b"\0").decode("ascii"), datetime.fromtimestamp(modified, UTC))
+        except (ValueError, struct.error, UnicodeDecodeError):
             handle.close()
             log.warning("dropping a corrupt cache entry %s", path)
             with contextlib.suppress(OSError):
@@ -111,7 +116,7 @@ class FileCache:
         with contextlib.suppress(OSError):
             os.utime(handle.fileno())  # recently used: evicted last
         self.stats.add(**{self._hits: 1})
-        return cast(BinaryIO, _EntryReader(handle, size))
+        return cast(BinaryIO, _EntryReader(handle, size, *validators))
 
     # -- writing, eviction -------------------------------------------------------------
 
@@ -175,12 +180,33 @@ class FileCache:
         log.warning("cache %s: %s (%s); reading from the bucket", self.directory, what, exc)
 
 
+class _BucketReader(io.RawIOBase):
+    """A bucket body with the object's size and validators (stateless reads)."""
+
+    def __init__(self, source: BinaryIO, info: ObjectInfo) -> None:
+        self._source = source
+        self.size, self.etag, self.last_modified = info.size, info.etag, info.modified
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._source.read(size)  # the source's own bytes: no extra copy
+
+    def readinto(self, buffer: Any) -> int:
+        return self._source.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
+
+    def close(self) -> None:
+        self._source.close()
+        super().close()
+
+
 class _EntryReader(io.RawIOBase):
     """A cache entry's body: offsets exclude the header, so `zipfile` and `seek` just work."""
 
-    def __init__(self, handle: BinaryIO, size: int) -> None:
+    def __init__(self, handle: BinaryIO, size: int, etag: str, last_modified: datetime) -> None:
         self._handle = handle
-        self.size = size
+        self.size, self.etag, self.last_modified = size, etag, last_modified
 
     def readable(self) -> bool:
         return True
@@ -224,11 +250,11 @@ class _FillingReader(io.RawIOBase):
         cache: FileCache,
         key: str,
         source: BinaryIO,
-        size: int,
-        etag: str,
+        info: ObjectInfo,
         lock: KeyLock,
     ) -> None:
-        self.size = size
+        size, etag = info.size, info.etag
+        self.size, self.etag, self.last_modified = size, etag, info.modified
         self._cache, self._key, self._source, self._lock = cache, key, source, lock
         self._received = 0
         # A plain single-part ETag is the MD5 of the body: verify it while we are at it.
@@ -238,6 +264,8 @@ class _FillingReader(io.RawIOBase):
         self._temp: BinaryIO | None = None
         self._temp_path: Path | None = None
         try:
+            if len(etag) > 72 or not etag.isascii():  # would not fit the header
+                raise OSError(f"ETag {etag[:80]!r} does not fit a cache entry header")
             target = cache.entry_path(key)
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
@@ -245,7 +273,9 @@ class _FillingReader(io.RawIOBase):
             # Reserve the blocks now: a full disk shows here, before any byte is streamed,
             # and the writes then skip ext4's block allocation.
             os.posix_fallocate(fd, 0, HEADER.size + size)
-            self._temp.write(HEADER.pack(MAGIC, size))
+            self._temp.write(
+                HEADER.pack(MAGIC, size, info.modified.timestamp(), etag.encode("ascii"))
+            )
         except OSError as exc:
             cache._degrade("cannot create an entry", exc)
             self._abandon()

@@ -1,0 +1,146 @@
+"""`satchel serve`'s own variables, validated into one model (the storage env is `Settings`).
+
+- `SATCHEL_UPSTREAMS` (`packagist=https://repo.packagist.org`): `alias=url,alias2=url2`, the
+  Composer v2 repositories mirrored, in lookup order.
+- `SATCHEL_HOST` (`127.0.0.1`), `SATCHEL_PORT` (`8080`), `SATCHEL_WORKERS` (`1`): where and
+  how to listen; the `--host`, `--port` and `--workers` flags win.
+- `SATCHEL_PUBLIC_URL` (empty): the absolute URL clients reach the mirror at (behind a proxy,
+  or under a sub-path); empty = taken from each request's Host.
+- `SATCHEL_UPSTREAM_TTL` (`300`): seconds mirrored metadata is served before a conditional
+  request to the upstream.
+- `SATCHEL_NEGATIVE_TTL` (`60`): seconds a package the upstream does not have is answered
+  404 without asking it again.
+- `SATCHEL_UPSTREAM_TIMEOUT` (`30`): seconds to wait for an upstream answer (connect: 5 max).
+- `SATCHEL_UPSTREAM_RETRIES` (`2`): retries, with backoff, after a connection error or 5xx.
+- `SATCHEL_HOT_CACHE_SIZE` (`64M`): the in-process cache of mirrored metadata, per worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runtime.errors import ConfigError
+from runtime.settings import ByteSize
+
+DEFAULT_UPSTREAMS = "packagist=https://repo.packagist.org"
+# Aliases name URL path segments: these would shadow the mirror's own routes.
+RESERVED_ALIASES = frozenset({"p2", "dists", "healthz", "readyz", "packages.json"})
+_ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+
+# variable -> (field, default)
+VARIABLES: dict[str, tuple[str, str]] = {
+    "SATCHEL_UPSTREAMS": ("upstreams", DEFAULT_UPSTREAMS),
+    "SATCHEL_HOST": ("host", "127.0.0.1"),
+    "SATCHEL_PORT": ("port", "8080"),
+    "SATCHEL_WORKERS": ("workers", "1"),
+    "SATCHEL_PUBLIC_URL": ("public_url", ""),
+    "SATCHEL_UPSTREAM_TTL": ("upstream_ttl", "300"),
+    "SATCHEL_NEGATIVE_TTL": ("negative_ttl", "60"),
+    "SATCHEL_UPSTREAM_TIMEOUT": ("upstream_timeout", "30"),
+    "SATCHEL_UPSTREAM_RETRIES": ("upstream_retries", "2"),
+    "SATCHEL_HOT_CACHE_SIZE": ("hot_cache_size", "64M"),
+}
+_VAR_OF_FIELD = {field: var for var, (field, _) in VARIABLES.items()}
+
+
+class Upstream(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    alias: str
+    url: str  # no trailing slash
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    upstreams: tuple[Upstream, ...]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=0, le=65535)  # 0: any free port (tests)
+    workers: int = Field(ge=1, le=512)
+    public_url: str | None
+    upstream_ttl: float = Field(ge=0)
+    negative_ttl: float = Field(ge=0)
+    upstream_timeout: float = Field(gt=0)
+    upstream_retries: int = Field(ge=0, le=10)
+    hot_cache_size: ByteSize
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _parse_upstreams(cls, value: Any) -> Any:
+        return parse_upstreams(value) if isinstance(value, str) else value
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: Any) -> Any:
+        if value in ("", None):
+            return None
+        return http_url(str(value))
+
+    def upstream(self, alias: str) -> Upstream | None:
+        return next((u for u in self.upstreams if u.alias == alias), None)
+
+
+def http_url(text: str) -> str:
+    """An absolute http(s) URL without query or fragment, trailing slash removed."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an absolute http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r} has a query or fragment; give the repository's base URL")
+    try:
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError:
+        raise ValueError(f"{text!r} has an invalid port") from None
+    return text.strip().rstrip("/")
+
+
+def parse_upstreams(text: str) -> tuple[Upstream, ...]:
+    upstreams: list[Upstream] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        alias, sep, url = item.partition("=")
+        alias = alias.strip()
+        if not sep:
+            raise ValueError(f"{item!r} is not alias=url")
+        if not _ALIAS.match(alias) or alias in RESERVED_ALIASES:
+            raise ValueError(
+                f"alias {alias!r}: use lowercase letters, digits, '-' or '_' "
+                f"(not {', '.join(sorted(RESERVED_ALIASES))})"
+            )
+        if any(u.alias == alias for u in upstreams):
+            raise ValueError(f"alias {alias!r} is given twice")
+        upstreams.append(Upstream(alias=alias, url=http_url(url)))
+    if not upstreams:
+        raise ValueError("no upstream; give alias=url[,alias=url...]")
+    return tuple(upstreams)
+
+
+def load_serve_config(
+    environ: Mapping[str, str] | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+) -> ServeConfig:
+    """The config from the environment (default `os.environ`); flags win. Raises ConfigError."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {
+        field: env.get(var, default) for var, (field, default) in VARIABLES.items()
+    }
+    flags = {"host": host, "port": port, "workers": workers}
+    raw.update({name: value for name, value in flags.items() if value is not None})
+    try:
+        return ServeConfig(**raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0])
+        where = f"--{field}" if flags.get(field) is not None else _VAR_OF_FIELD[field]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message}, got {error['input']!r}") from None

@@ -1,0 +1,129 @@
+"""Mirrored dist archives: served from the mirror store, fetched from the upstream on the
+first download, stored unchanged (bytes and checksums as the upstream gave them)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, cast
+
+from anyio import to_thread
+
+from runtime.app.caches import Expiring, Lru
+from runtime.app.documents import Documents
+from runtime.app.upstream import UpstreamClient
+from runtime.errors import NotFound
+from runtime.mirror import MirrorStore
+from runtime.storage import Storage
+
+log = logging.getLogger("satchel.mirror")
+
+# Up to this size a download waits in memory on its way to the bucket, beyond that in a
+# temp file: concurrent misses of big dists never pile up in memory.
+SPOOL_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class OpenDist:
+    stream: BinaryIO
+    info: DistInfo
+    outcome: str  # stored (from the mirror store) or miss (fetched from the upstream)
+
+
+def dist_key(alias: str, name: str, file: str) -> str:
+    return f"{alias}/{name}/{file}"
+
+
+class Dists:
+    def __init__(
+        self,
+        mirror: MirrorStore,
+        storage: Storage,
+        documents: Documents,
+        upstream: UpstreamClient,
+        negative_ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mirror = mirror
+        self.storage = storage  # the mirror_dist storage, for a HEAD when the stream can't say
+        self.documents = documents
+        self.upstream = upstream
+        self.negative: Expiring[str] = Expiring(negative_ttl, clock)
+        # Dists are immutable: once known, their validators hold for good.
+        self.known: Lru[str, DistInfo] = Lru(100_000, lambda _: 1)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def open(self, alias: str, name: str, file: str) -> OpenDist | None:
+        """The dist's stream and validators, or None if neither the mirror nor the upstream
+        has it. Raises UpstreamError and StorageError."""
+        key = dist_key(alias, name, file)
+        if key in self.negative:
+            return None
+        stream = await self._open_stored(key)
+        outcome = "stored"
+        if stream is None:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                stream = await self._open_stored(key)  # fetched while we waited
+                if stream is None:
+                    if not await self._mirror(alias, name, file, key):
+                        self.negative.add(key)
+                        return None
+                    stream = await self._open_stored(key)
+                    outcome = "miss"
+        if stream is None:  # stored a moment ago, yet gone: let the client retry
+            raise NotFound("the dist vanished right after it was stored", key=key)
+        try:
+            info = await self._info(key, stream)
+        except BaseException:
+            stream.close()
+            raise
+        return OpenDist(stream, info, outcome)
+
+    async def _open_stored(self, key: str) -> BinaryIO | None:
+        try:
+            return await to_thread.run_sync(self.mirror.open_dist, key)
+        except NotFound:
+            return None
+
+    async def _mirror(self, alias: str, name: str, file: str, key: str) -> bool:
+        dist = await self.documents.find_dist(alias, name, file)
+        if dist is None:
+            return False
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spooled:
+            spool = cast(BinaryIO, spooled)
+            if not await self.upstream.download(dist.url, spool, dist.shasum):
+                log.warning("upstream has no %s any more (%s)", key, dist.url)
+                return False
+            await to_thread.run_sync(self.mirror.put_dist, key, spool)
+        log.info("mirrored %s from %s", key, dist.url)
+        return True
+
+    async def _info(self, key: str, stream: BinaryIO) -> DistInfo:
+        known = self.known.get(key)
+        if known is not None:
+            return known
+        etag = getattr(stream, "etag", None)
+        modified = getattr(stream, "last_modified", None)
+        size = getattr(stream, "size", None)
+        if isinstance(etag, str) and isinstance(modified, datetime) and isinstance(size, int):
+            info = DistInfo(size, etag, modified)
+        else:
+            # The store's stream does not carry the bucket's validators: one HEAD, once
+            # per dist and worker.
+            stat = await to_thread.run_sync(self.storage.stat, key)
+            info = DistInfo(size if isinstance(size, int) else stat.size, stat.etag, stat.modified)
+        self.known.put(key, info)
+        return info

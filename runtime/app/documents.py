@@ -1,0 +1,245 @@
+"""Mirrored metadata documents (an upstream's packages.json and its p2 files).
+
+A document is served from, in order: this worker's hot cache, the mirror store (when its
+upstream answer is younger than the TTL), or the upstream. After the TTL, one conditional
+request per document and worker: a 304 only restarts the clock (nothing is written); a 200
+is rewritten and stored, document first, then its state. If the upstream fails, the stored
+copy is served however old (stale-if-error) and the upstream is retried after a pause.
+A 404 from the upstream is remembered for the negative TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from anyio import to_thread
+
+from runtime.app.caches import Expiring, Lru
+from runtime.app.composer import (
+    Dist,
+    RootInfo,
+    load_root,
+    p2_path,
+    parse_upstream_root,
+    render,
+    rewrite_p2,
+    split_p2_file,
+)
+from runtime.app.config import ServeConfig
+from runtime.app.state import UpstreamState, document_key, state_key
+from runtime.app.upstream import UpstreamClient, UpstreamError, Validators
+from runtime.mirror import MetadataEntry, MirrorStore
+
+log = logging.getLogger("satchel.mirror")
+
+ROOT = "packages.json"
+# After an upstream failure, serve the stored copy this long before asking again.
+ERROR_RETRY = 30.0
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream failed and the mirror has no stored copy to fall back on."""
+
+
+@dataclass
+class Doc:
+    entry: MetadataEntry  # the stored body, with the bucket's ETag and Last-Modified
+    state: UpstreamState | None  # None: no usable state; the next refresh is unconditional
+    checked: float  # when the upstream last vouched for it (0: never, as far as we know)
+    stale: bool = False  # kept because the upstream failed
+    _rendered: dict[str, bytes] = field(default_factory=dict)
+    _root: RootInfo | None = None
+
+    def render(self, base: str) -> bytes:
+        body = self._rendered.get(base)
+        if body is None:
+            if len(self._rendered) >= 2:  # bounded: a client inventing Host names
+                self._rendered.clear()
+            body = self._rendered[base] = render(self.entry.body, base)
+        return body
+
+    def root(self) -> RootInfo:
+        if self._root is None:
+            self._root = load_root(self.entry.body)
+        return self._root
+
+    def cost(self) -> int:
+        return 3 * len(self.entry.body) + 1024  # the body and up to two renderings
+
+
+@dataclass(frozen=True)
+class Lookup:
+    doc: Doc | None  # None: the upstream has no such document
+    outcome: str  # for the access log: hot, stored, miss, refreshed, revalidated, stale, ...
+
+
+class Documents:
+    def __init__(
+        self,
+        mirror: MirrorStore,
+        upstream: UpstreamClient,
+        config: ServeConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mirror = mirror
+        self.upstream = upstream
+        self.config = config
+        self.ttl = config.upstream_ttl
+        self.clock = clock
+        self.hot: Lru[str, Doc] = Lru(config.hot_cache_size, Doc.cost)
+        self.negative: Expiring[str] = Expiring(config.negative_ttl, clock)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def get(self, alias: str, path: str) -> Lookup:
+        """The document, refreshed as needed. Raises UpstreamUnavailable and StorageError."""
+        key = document_key(alias, path)
+        quick = self._quick(key)
+        if quick is not None:
+            return quick
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one refresh per document and worker; the others wait for it
+            quick = self._quick(key)
+            if quick is not None:
+                return quick
+            doc = self.hot.get(key)
+            if doc is None:
+                doc = await self._load(alias, path)
+                if doc is not None and self._fresh(doc):
+                    self.hot.put(key, doc)
+                    return Lookup(doc, "stored")
+            return await self._refresh(alias, path, doc)
+
+    async def root(self, alias: str) -> RootInfo:
+        lookup = await self.get(alias, ROOT)
+        if lookup.doc is None:
+            raise UpstreamUnavailable(f"upstream {alias!r} has no packages.json")
+        return lookup.doc.root()
+
+    async def find_dist(self, alias: str, name: str, file: str) -> Dist | None:
+        """Where the upstream serves a dist the mirror advertised (from the p2 states)."""
+        path = f"{name}/{file}"
+        keys = [p2_path(name, dev) for dev in (False, True)]
+        for p2 in keys:
+            doc = self.hot.get(document_key(alias, p2))
+            if doc is not None and doc.state is not None and path in doc.state.dists:
+                return doc.state.dists[path]
+        for p2 in keys:  # another worker or replica may have mirrored a newer p2
+            state = await to_thread.run_sync(self._read_state, alias, p2)
+            if state is not None and path in state.dists:
+                return state.dists[path]
+        return None
+
+    # -- internals -----------------------------------------------------------------
+
+    def _quick(self, key: str) -> Lookup | None:
+        if key in self.negative:
+            return Lookup(None, "negative")
+        doc = self.hot.get(key)
+        if doc is not None and self._fresh(doc):
+            return Lookup(doc, "stale" if doc.stale else "hot")
+        return None
+
+    def _fresh(self, doc: Doc) -> bool:
+        return self.clock() - doc.checked < self.ttl
+
+    async def _load(self, alias: str, path: str) -> Doc | None:
+        entry, state = await asyncio.gather(
+            to_thread.run_sync(self.mirror.get_metadata, document_key(alias, path)),
+            to_thread.run_sync(self._read_state, alias, path),
+        )
+        if entry is None:
+            return None
+        if state is None or state.body_etag != entry.etag:
+            # Written by a refresh cut short between its two writes: refetch in full.
+            return Doc(entry, None, checked=0)
+        return Doc(entry, state, checked=state.checked)
+
+    def _read_state(self, alias: str, path: str) -> UpstreamState | None:
+        entry = self.mirror.get_metadata(state_key(alias, path))
+        if entry is None:
+            return None
+        try:
+            return UpstreamState.from_json(entry.body)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring an unreadable state for %s/%s: %s", alias, path, exc)
+            return None
+
+    async def _upstream_url(self, alias: str, path: str) -> str:
+        upstream = self.config.upstream(alias)
+        assert upstream is not None, f"unknown alias {alias}"
+        if path == ROOT:
+            return f"{upstream.url}/{ROOT}"
+        name, dev = split_p2_file(path.removeprefix("p2/").removesuffix(".json"))
+        return (await self.root(alias)).p2_url(name, dev)
+
+    async def _refresh(self, alias: str, path: str, doc: Doc | None) -> Lookup:
+        key = document_key(alias, path)
+        validators = doc.state.validators if doc is not None and doc.state is not None else None
+        try:
+            url = await self._upstream_url(alias, path)
+            answer = await self.upstream.fetch(url, validators)
+            if answer.status == 304 and validators is None:
+                raise UpstreamError(f"{url} answered 304 to an unconditional request")
+            if answer.status == 200:  # parsing a big p2 file would stall the event loop
+                body, dists = await to_thread.run_sync(self._transform, alias, path, answer.body)
+        except (UpstreamError, UpstreamUnavailable, ValueError) as exc:
+            return self._stale(key, doc, exc)
+        now = self.clock()
+        if answer.status == 304:
+            assert doc is not None
+            doc.checked, doc.stale = now, False
+            self.hot.put(key, doc)
+            return Lookup(doc, "revalidated")
+        if answer.status == 404:
+            self.negative.add(key)
+            self.hot.pop(key)
+            return Lookup(None, "absent")
+        entry, state = await to_thread.run_sync(
+            self._store, key, state_key(alias, path), doc, body, url, answer.validators, now, dists
+        )
+        fresh = Doc(entry, state, checked=now)
+        self.hot.put(key, fresh)
+        return Lookup(fresh, "miss" if doc is None else "refreshed")
+
+    def _transform(self, alias: str, path: str, body: bytes) -> tuple[bytes, dict[str, Dist]]:
+        if path == ROOT:
+            upstream = self.config.upstream(alias)
+            assert upstream is not None
+            return parse_upstream_root(upstream.url, body), {}
+        return rewrite_p2(alias, body)
+
+    def _store(
+        self,
+        key: str,
+        state_path: str,
+        doc: Doc | None,
+        body: bytes,
+        url: str,
+        validators: Validators,
+        now: float,
+        dists: dict[str, Dist],
+    ) -> tuple[MetadataEntry, UpstreamState]:
+        entry = doc.entry if doc is not None else None
+        if entry is None or entry.body != body:
+            # Another replica may have stored this very body: keep its ETag and date.
+            latest = self.mirror.get_metadata(key)
+            entry = (
+                latest if latest and latest.body == body else self.mirror.put_metadata(key, body)
+            )
+        state = UpstreamState(url, validators, now, entry.etag, dists)
+        self.mirror.put_metadata(state_path, state.to_json())
+        return entry, state
+
+    def _stale(self, key: str, doc: Doc | None, exc: Exception) -> Lookup:
+        if doc is None:
+            raise UpstreamUnavailable(str(exc)) from exc
+        log.warning("upstream failed for %s (%s); serving the stored copy", key, exc)
+        doc.stale = True
+        doc.checked = self.clock() - self.ttl + ERROR_RETRY
+        self.hot.put(key, doc)
+        return Lookup(doc, "stale")

@@ -1,0 +1,121 @@
+"""HTTP details shared by the routes: validators, conditional requests, streamed bodies."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any, BinaryIO
+
+import anyio
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+CHUNK = 256 * 1024
+METADATA_CACHE_CONTROL = "no-cache"  # clients and proxies may keep it, but must revalidate
+DIST_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+def http_date(moment: datetime) -> str:
+    if moment.tzinfo is None:  # the stores give aware datetimes; be safe with naive ones
+        moment = moment.replace(tzinfo=UTC)
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def validator_headers(etag: str, last_modified: datetime | None) -> dict[str, str]:
+    headers = {"ETag": f'"{etag}"'}
+    if last_modified is not None:
+        headers["Last-Modified"] = http_date(last_modified)
+    return headers
+
+
+def is_not_modified(request: Headers, etag: str, last_modified: datetime | None) -> bool:
+    """RFC 9110: If-None-Match when present, else If-Modified-Since (what Composer sends)."""
+    if_none_match = request.get("if-none-match")
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return "*" in tags or f'"{etag}"' in tags
+    since = request.get("if-modified-since")
+    if since is None or last_modified is None:
+        return False
+    try:
+        client = parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False
+    if client.tzinfo is None:
+        client = client.replace(tzinfo=UTC)
+    if last_modified.tzinfo is None:
+        last_modified = last_modified.replace(tzinfo=UTC)
+    return last_modified.replace(microsecond=0) <= client  # HTTP dates have whole seconds
+
+
+def not_modified(headers: dict[str, str]) -> Response:
+    return Response(status_code=304, headers=headers)
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class StreamResponse(Response):
+    """A body read from a stream of known size, closed when done or when the client leaves.
+
+    A seekable stream is a local file (a cache hit): its reads are page-cache fast, so they
+    run on the event loop. Anything else (a bucket body) is read in a worker thread. The
+    stream is read to its end even when `size` bytes came, so a cache fill can commit.
+    """
+
+    def __init__(
+        self, stream: BinaryIO, size: int, headers: dict[str, str], media_type: str
+    ) -> None:
+        super().__init__(headers=headers, media_type=media_type)
+        self.stream = stream
+        self.size = size
+        self.headers["content-length"] = str(size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            if scope["method"] == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    group.cancel_scope.cancel()  # stop reading what nobody will get
+
+                group.start_soon(watch)
+                await self._pump(send)
+                group.cancel_scope.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                self.stream.close()
+
+    async def _pump(self, send: Send) -> None:
+        local = _seekable(self.stream)
+        sent = 0
+        while True:
+            if local:
+                chunk = self.stream.read(CHUNK)
+            else:
+                chunk = await anyio.to_thread.run_sync(self.stream.read, CHUNK)
+            if not chunk:
+                break
+            sent += len(chunk)
+            if sent > self.size:
+                raise RuntimeError(f"the stored dist is larger than its {self.size} bytes")
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if sent != self.size:
+            # The connection is closed short of Content-Length: the client sees the truncation.
+            raise RuntimeError(f"the stored dist ended after {sent} of {self.size} bytes")
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _seekable(stream: Any) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,63 @@
+"""The ASGI app. Building it does no I/O: storage that is down at start only makes /readyz
+fail until it is back; the upstream client lives from startup to shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from runtime.app.config import ServeConfig, load_serve_config
+from runtime.app.dists import Dists
+from runtime.app.documents import Documents
+from runtime.app.health import ReadinessProbe
+from runtime.app.logs import AccessLog
+from runtime.app.routes import Services, routes
+from runtime.app.upstream import UpstreamClient, new_client
+from runtime.mirror import open_mirror
+from runtime.settings import Settings, load_settings
+from runtime.storage import Storages, open_storages
+
+
+def create_app(
+    settings: Settings,
+    config: ServeConfig,
+    *,
+    storages: Storages | None = None,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    access_log_fd: int = 1,
+) -> Starlette:
+    storages = storages or open_storages(settings)
+    mirror = open_mirror(settings, storages, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with new_client(config.upstream_timeout) as http:
+            upstream = UpstreamClient(http, retries=config.upstream_retries, clock=monotonic)
+            documents = Documents(mirror, upstream, config, clock)
+            app.state.services = Services(
+                config=config,
+                documents=documents,
+                dists=Dists(
+                    mirror, storages.mirror_dist, documents, upstream, config.negative_ttl, clock
+                ),
+                readiness=ReadinessProbe(storages.mirror_meta, clock=monotonic),
+            )
+            yield
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLog, fd=access_log_fd)],
+        lifespan=lifespan,
+    )
+    app.state.mirror = mirror  # its stats tell which requests touched the bucket
+    return app
+
+
+def app_from_env() -> Starlette:
+    """What each uvicorn worker runs (`satchel serve` validated the env before starting)."""
+    return create_app(load_settings(), load_serve_config())

@@ -1,0 +1,208 @@
+"""The endpoints. `/packages.json` and `/p2/...` serve all upstreams (the first that has a
+package wins); `/{alias}/packages.json` and `/{alias}/p2/...` serve one upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime.app.composer import (
+    is_dist_file,
+    is_package_name,
+    p2_path,
+    render_root,
+    split_p2_file,
+)
+from runtime.app.config import ServeConfig
+from runtime.app.dists import Dists, dist_key
+from runtime.app.documents import ROOT, Documents, Lookup, UpstreamUnavailable
+from runtime.app.health import ReadinessProbe
+from runtime.app.http import (
+    DIST_CACHE_CONTROL,
+    METADATA_CACHE_CONTROL,
+    StreamResponse,
+    error,
+    is_not_modified,
+    not_modified,
+    validator_headers,
+)
+from runtime.app.logs import note_cache
+from runtime.app.upstream import UpstreamError
+from runtime.errors import StorageError
+
+JSON = "application/json"
+DIST_TYPES = {"zip": "application/zip", "tar": "application/x-tar"}
+
+
+@dataclass
+class Services:
+    config: ServeConfig
+    documents: Documents
+    dists: Dists
+    readiness: ReadinessProbe
+
+    def base_url(self, request: Request) -> str:
+        return self.config.public_url or str(request.base_url).rstrip("/")
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def _aliases(request: Request) -> list[str] | None:
+    """The upstreams a request is about: all of them, or the one its path names."""
+    config = services(request).config
+    alias = request.path_params.get("alias")
+    if alias is None:
+        return [u.alias for u in config.upstreams]
+    return [alias] if config.upstream(alias) is not None else None
+
+
+async def packages_json(request: Request) -> Response:
+    mirror = services(request)
+    aliases = _aliases(request)
+    if aliases is None:
+        return error(404, "no such upstream")
+
+    async def root(alias: str) -> Lookup | None:
+        try:
+            return await mirror.documents.get(alias, ROOT)
+        except UpstreamUnavailable:
+            return None  # served without its availability lists
+
+    try:
+        lookups = await asyncio.gather(*(root(alias) for alias in aliases))
+    except StorageError as exc:
+        return error(503, str(exc))
+    docs = [lookup.doc if lookup else None for lookup in lookups]
+    prefix = f"/{request.path_params['alias']}" if "alias" in request.path_params else ""
+    metadata_url = f"{mirror.base_url(request)}{prefix}/p2/%package%.json"
+    body = render_root(metadata_url, [doc.root() if doc else None for doc in docs])
+    # Derived from what is stored, so every replica sends the same validators.
+    etag = hashlib.sha1(body, usedforsecurity=False).hexdigest()
+    dates = [doc.entry.last_modified for doc in docs if doc is not None]
+    note_cache(request.scope, ",".join(lookup.outcome if lookup else "down" for lookup in lookups))
+    return _metadata_response(request, body, etag, max(dates) if dates else None)
+
+
+async def p2(request: Request) -> Response:
+    mirror = services(request)
+    aliases = _aliases(request)
+    name, dev = split_p2_file(f"{request.path_params['vendor']}/{request.path_params['file']}")
+    if aliases is None or not is_package_name(name):
+        return error(404, "no such package")
+    try:
+        lookup = await _find_package(mirror.documents, aliases, name, dev)
+    except UpstreamUnavailable as exc:
+        note_cache(request.scope, "down")
+        return error(502, f"upstream unavailable: {exc}")
+    except StorageError as exc:
+        return error(503, str(exc))
+    note_cache(request.scope, lookup.outcome)
+    if lookup.doc is None:
+        return error(404, f"{name} is not in the mirrored repositories")
+    doc = lookup.doc
+    return _metadata_response(
+        request, doc.render(mirror.base_url(request)), doc.entry.etag, doc.entry.last_modified
+    )
+
+
+async def _find_package(documents: Documents, aliases: list[str], name: str, dev: bool) -> Lookup:
+    """The first upstream's document for `name`; UpstreamUnavailable only when an upstream
+    that could have it failed and no other has it."""
+    failure: UpstreamUnavailable | None = None
+    outcome = "absent"
+    for alias in aliases:
+        try:
+            try:
+                if not (await documents.root(alias)).allows(name):
+                    continue
+            except UpstreamUnavailable:
+                pass  # a stored copy may still be servable
+            lookup = await documents.get(alias, p2_path(name, dev))
+        except UpstreamUnavailable as exc:
+            failure = failure or exc
+            continue
+        if lookup.doc is not None:
+            return lookup
+        outcome = lookup.outcome
+    if failure is not None:
+        raise failure
+    return Lookup(None, outcome)
+
+
+def _metadata_response(
+    request: Request, body: bytes, etag: str, last_modified: datetime | None
+) -> Response:
+    headers = validator_headers(etag, last_modified)
+    headers["Cache-Control"] = METADATA_CACHE_CONTROL
+    if is_not_modified(request.headers, etag, last_modified):
+        return not_modified(headers)
+    return Response(body, headers=headers, media_type=JSON)
+
+
+async def dist(request: Request) -> Response:
+    mirror = services(request)
+    alias, vendor, package, file = (
+        request.path_params[k] for k in ("alias", "vendor", "package", "file")
+    )
+    name = f"{vendor}/{package}"
+    if not (mirror.config.upstream(alias) and is_package_name(name) and is_dist_file(file)):
+        return error(404, "no such dist")
+    extension = file.rsplit(".", 1)[-1]
+    key = dist_key(alias, name, file)
+    known = mirror.dists.known.get(key)
+    if known is not None and is_not_modified(request.headers, known.etag, known.last_modified):
+        note_cache(request.scope, "hot")
+        return not_modified(_dist_headers(known.etag, known.last_modified))
+    try:
+        opened = await mirror.dists.open(alias, name, file)
+    except UpstreamError as exc:
+        note_cache(request.scope, "down")
+        return error(502, f"upstream unavailable: {exc}")
+    except StorageError as exc:
+        return error(503, str(exc))
+    if opened is None:
+        note_cache(request.scope, "absent")
+        return error(404, f"{file} is not a dist of {name} in upstream {alias!r}")
+    note_cache(request.scope, opened.outcome)
+    info = opened.info
+    headers = _dist_headers(info.etag, info.last_modified)
+    if is_not_modified(request.headers, info.etag, info.last_modified):
+        opened.stream.close()
+        return not_modified(headers)
+    return StreamResponse(opened.stream, info.size, headers, DIST_TYPES[extension])
+
+
+def _dist_headers(etag: str, last_modified: datetime) -> dict[str, str]:
+    headers = validator_headers(etag, last_modified)
+    headers["Cache-Control"] = DIST_CACHE_CONTROL
+    return headers
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True})  # liveness: the process answers; no I/O
+
+
+async def readyz(request: Request) -> Response:
+    readiness = await services(request).readiness.check()
+    body = {"ok": readiness.ok} | ({"reason": readiness.reason} if readiness.reason else {})
+    return JSONResponse(body, status_code=200 if readiness.ok else 503)
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/packages.json", packages_json),
+    Route("/p2/{vendor}/{file}.json", p2),
+    Route("/dists/{alias}/{vendor}/{package}/{file}", dist),
+    Route("/{alias}/packages.json", packages_json),
+    Route("/{alias}/p2/{vendor}/{file}.json", p2),
+]
