@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The local IRSA target from Pulumi.dev.yaml, doctor and a round trip with the pod's env;
-# runs until Ctrl-C, which stops every process it started.
+# The local IRSA target from Pulumi.dev.yaml, doctor and a round trip with the pod's env,
+# then `satchel serve` mirroring an offline repository; until Ctrl-C, which stops it all.
 demo: $(STAMP)
-	$(BIN)/satchel local up --stack dev --state-dir var/local --check
+	$(BIN)/satchel local up --stack dev --state-dir var/local --check --serve
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
@@ -32,9 +32,11 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Mirror benchmarks against the local IRSA target: one table, bench/results.json (~2 min).
-# Their extra packages (obstore, psutil) are pinned in the dev extra.
+# Benchmarks against the local IRSA target: one table, bench/results.json (~3 min).
+# Python extras (obstore, psutil) are pinned in the dev extra; wrk and nginx come from Debian.
 bench: $(STAMP)
+	command -v wrk >/dev/null && command -v nginx >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx; }
 	$(BIN)/python -m bench.mirror
 
 clean:

@@ -1,4 +1,4 @@
-"""`make bench`: the mirror store on the local IRSA target, one table of figures.
+"""`make bench`: the mirror store and `satchel serve` on the local IRSA target, one table.
 
 python -m bench.mirror   (prints the table, writes bench/results.json)
 """
@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import dists, metadata
+from bench import dists, metadata, serve
 from bench.harness import local_target
 from bench.report import Row, table, write_results
 
@@ -30,6 +30,7 @@ def main() -> int:
                 ("dist throughput", lambda: dists.throughput(bench, app)),
                 ("RSS while streaming", lambda: dists.rss(bench)),
                 ("concurrent readers", lambda: dists.concurrent_readers(bench, app)),
+                ("satchel serve under wrk", lambda: serve.figures(bench)),
             ]
             for name, figure in figures:
                 figure_rows, figure_raw = figure()

@@ -25,23 +25,26 @@ def run_foreground(
     stack: str,
     config_root: Path,
     state_dir: Path,
-    announce: Callable[[LocalTarget], None],
+    announce: Callable[[LocalTarget, contextlib.ExitStack], None],
     stop: threading.Event | None = None,
 ) -> None:
-    """Bring the target up, call `announce`, rotate tokens until SIGINT/SIGTERM, then stop."""
+    """Bring the target up, call `announce` (which may start more processes on the exit
+    stack), rotate tokens until SIGINT/SIGTERM, then stop all of it, the target last."""
     target = LocalTarget(load_stack_config(stack, config_root), state_dir, stack=stack)
     stop = stop or threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     pid_file = state_dir / PID_FILE
+    extras = contextlib.ExitStack()
     try:
         target.up()
         pid_file.write_text(str(os.getpid()))
-        announce(target)
+        announce(target, extras)
         while not stop.wait(target.token_lifetime * ROTATE_AT):
             target.rotate_token()
     finally:
+        extras.close()
         target.down()
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -33,18 +35,28 @@ def up(
     check: Annotated[
         bool, typer.Option(help="Run `satchel doctor` and a round trip with the pod's env.")
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            help="Also run `satchel serve` with the pod's env, mirroring a small "
+            "offline Composer repository."
+        ),
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port of `satchel serve` with --serve.")] = 8080,
 ) -> None:
     """Provision the stack locally and keep it running until Ctrl-C."""
     from infra.config import ConfigKeyError
     from infra.local.runner import run_foreground
 
-    def announce(target: LocalTarget) -> None:
+    def announce(target: LocalTarget, extras: contextlib.ExitStack) -> None:
         typer.echo(f"Local target for stack '{stack}' is up (S3 + STS at {target.endpoint}).")
         typer.echo(f"  stack outputs: {target.outputs_file}")
         typer.echo(f"  pod env:       {target.env_file}   (use: set -a; . {target.env_file})")
         typer.echo(f"  token file:    {target.token_file}   (rotated like kubelet does)")
         if check and not _check(target):
             typer.echo("The check failed; the target keeps running for you to inspect it.")
+        if serve:
+            _serve(target, extras, port)
         typer.echo("Press Ctrl-C to stop every process this started.")
 
     try:
@@ -71,6 +83,63 @@ def env_(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     if not path.exists():
         fail(f"{path} does not exist; run `satchel local up` first", EXIT_FAILED)
     typer.echo(path.read_text(), nl=False)
+
+
+def _serve(target: LocalTarget, extras: contextlib.ExitStack, port: int) -> None:
+    """The offline upstream, and `satchel serve` on the pod's env (IRSA, no keys)."""
+    from infra.local.composer_repo import standard_repo
+
+    upstream = standard_repo().start()
+    extras.callback(upstream.stop)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        **target.pod_env(),
+        "SATCHEL_UPSTREAMS": f"demo={upstream.url}",
+    }
+    log = (target.state_dir / "serve.log").open("ab")
+    extras.callback(log.close)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    extras.callback(_terminate, process)
+    url = f"http://127.0.0.1:{port}"
+    if not _wait_healthy(url, process):
+        typer.echo(f"satchel serve did not start; see {target.state_dir / 'serve.log'}")
+        return
+    snippet = {
+        "require": {"acme/app-lib": "^1.0"},
+        "repositories": [{"type": "composer", "url": url}, {"packagist.org": False}],
+        "config": {"secure-http": False},
+    }
+    typer.echo(f"satchel serve is mirroring the offline repository at {url} (log: serve.log)")
+    typer.echo("Point composer at it with this composer.json, then `composer install`:")
+    typer.echo(json.dumps(snippet, indent=2))
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> bool:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()  # uvicorn's graceful shutdown
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _check(target: LocalTarget) -> bool:
