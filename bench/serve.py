@@ -184,6 +184,7 @@ def _nginx(root: Path) -> Iterator[str]:
     conf.write_text(
         textwrap.dedent(f"""
         worker_processes 2;
+        user root;  # the bench's files live in a private temp dir
         pid {prefix}/nginx.pid;
         error_log {prefix}/logs/error.log warn;
         events {{ worker_connections 1024; }}
