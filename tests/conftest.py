@@ -114,6 +114,6 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
 
 @pytest.fixture
 def pod_env(target: LocalTarget) -> dict[str, str]:
-    """What a pod with IRSA sees, with a fresh token and its own prefixes."""
+    """What a pod with IRSA sees (the stack's env plus the IRSA variables), with a fresh token."""
     target.rotate_token()
     return dict(target.pod_env())

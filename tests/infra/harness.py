@@ -107,6 +107,18 @@ def stack_file_config(stack: str = "dev") -> dict[str, Any]:
     return dict(document["config"])
 
 
+def stack_config_with(stack: str = "dev", **changes: Any) -> dict[str, Any]:
+    """`Pulumi.<stack>.yaml`'s config with `satchel:<name>` keys changed (None removes one)."""
+    config = stack_file_config(stack)
+    for name, value in changes.items():
+        key = name if ":" in name else f"satchel:{name}"
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    return config
+
+
 def flatten(config: dict[str, Any]) -> dict[str, str]:
     """Config as the engine hands it to the program: strings, objects as JSON."""
     return {

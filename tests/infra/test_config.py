@@ -62,14 +62,7 @@ def _with_project_config(stack_config: dict[str, Any]) -> dict[str, Any]:
 
 def _changed(**changes: Any) -> dict[str, Any]:
     """Pulumi.dev.yaml's config with `satchel:<name>` changed (or removed, with None)."""
-    config = stack_file_config("dev")
-    for name, value in changes.items():
-        key = name if ":" in name else f"satchel:{name}"
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    return config
+    return harness.stack_config_with("dev", **changes)
 
 
 # Pulumi.yaml's schema and the model

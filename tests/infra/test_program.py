@@ -10,7 +10,14 @@ import pytest
 
 import runtime
 from infra.outputs import OUTPUT_KEYS
-from tests.infra.harness import ACCOUNT_ID, ISSUER, ProgramRun, run_program, stack_file_config
+from tests.infra.harness import (
+    ACCOUNT_ID,
+    ISSUER,
+    ProgramRun,
+    run_program,
+    stack_config_with,
+    stack_file_config,
+)
 
 ISSUER_KEY = ISSUER.removeprefix("https://")
 KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -22,14 +29,7 @@ def dev() -> ProgramRun:
 
 
 def _with(**changes: Any) -> dict[str, Any]:
-    config = stack_file_config("dev")
-    for key, value in changes.items():
-        full = key if ":" in key else f"satchel:{key}"
-        if value is None:
-            config.pop(full, None)
-        else:
-            config[full] = value
-    return config
+    return stack_config_with("dev", **changes)
 
 
 def _doc(resource_inputs: dict[str, Any], key: str) -> dict[str, Any]:
