@@ -1,4 +1,4 @@
-"""Satchel's runtime: settings from the env contract, storages, credentials."""
+"""Satchel's runtime: settings from the env contract, storages, credentials, mirror caching."""
 
 from runtime.errors import (
     BackendUnavailable,
@@ -8,6 +8,7 @@ from runtime.errors import (
     PermissionDenied,
     StorageError,
 )
+from runtime.mirror import MetadataEntry, MirrorStore, open_mirror
 from runtime.settings import Settings, load_settings
 from runtime.storage import ObjectInfo, Storage, Storages, open_storages
 
@@ -15,6 +16,8 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "InvalidKey",
+    "MetadataEntry",
+    "MirrorStore",
     "NotFound",
     "ObjectInfo",
     "PermissionDenied",
@@ -23,5 +26,6 @@ __all__ = [
     "StorageError",
     "Storages",
     "load_settings",
+    "open_mirror",
     "open_storages",
 ]
