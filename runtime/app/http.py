@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, BinaryIO
@@ -17,6 +18,7 @@ METADATA_CACHE_CONTROL = "no-cache"  # clients and proxies may keep it, but must
 DIST_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
+@functools.lru_cache(maxsize=4096)  # the same few validators on every warm response
 def http_date(moment: datetime) -> str:
     if moment.tzinfo is None:  # the stores give aware datetimes; be safe with naive ones
         moment = moment.replace(tzinfo=UTC)

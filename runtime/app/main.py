@@ -30,6 +30,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
     access_log_fd: int = 1,
+    batch_access_log: bool = False,
 ) -> Starlette:
     storages = storages or open_storages(settings)
     mirror = open_mirror(settings, storages, clock=clock)
@@ -51,7 +52,7 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLog, fd=access_log_fd)],
+        middleware=[Middleware(AccessLog, fd=access_log_fd, batched=batch_access_log)],
         lifespan=lifespan,
     )
     app.state.mirror = mirror  # its stats tell which requests touched the bucket
@@ -60,4 +61,5 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """What each uvicorn worker runs (`satchel serve` validated the env before starting)."""
-    return create_app(load_settings(), load_serve_config())
+    # Under load, one write per event-loop turn instead of one per request (~+10% req/s).
+    return create_app(load_settings(), load_serve_config(), batch_access_log=True)
