@@ -29,12 +29,16 @@ def test_batched_lines_reach_the_fd_after_one_loop_turn_as_whole_lines(tmp_path:
         await asyncio.sleep(0)  # one loop turn: the flush runs
         return before == 0
 
+    # A loop of its own, not asyncio.run(): that would unset the thread's current loop,
+    # which the Pulumi mock tests share for the whole session.
+    loop = asyncio.new_event_loop()
     os.write = counting_write  # type: ignore[assignment]
     try:
-        assert asyncio.run(burst())  # nothing was written during the burst itself
+        assert loop.run_until_complete(burst())  # nothing was written during the burst itself
     finally:
         os.write = real_write
         os.close(fd)
+        loop.close()
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["n"] for r in records] == list(range(100))
     assert 1 < len(writes) < 100  # batched, but split to stay atomic on a pipe
