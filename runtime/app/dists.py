@@ -20,7 +20,7 @@ from runtime.app.documents import Documents
 from runtime.app.upstream import UpstreamClient
 from runtime.errors import NotFound
 from runtime.mirror import MirrorStore
-from runtime.storage import Storage
+from runtime.mirror.filecache import validators_of
 
 log = logging.getLogger("satchel.mirror")
 
@@ -51,18 +51,17 @@ class Dists:
     def __init__(
         self,
         mirror: MirrorStore,
-        storage: Storage,
         documents: Documents,
         upstream: UpstreamClient,
         negative_ttl: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.mirror = mirror
-        self.storage = storage  # the mirror_dist storage, for a HEAD when the stream can't say
         self.documents = documents
         self.upstream = upstream
         self.negative: Expiring[str] = Expiring(negative_ttl, clock)
-        # Dists are immutable: once known, their validators hold for good.
+        # Dists are immutable: validators seen once answer later conditional requests
+        # without opening the object again.
         self.known: Lru[str, DistInfo] = Lru(100_000, lambda _: 1)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -85,11 +84,8 @@ class Dists:
                     outcome = "miss"
         if stream is None:  # stored a moment ago, yet gone: let the client retry
             raise NotFound("the dist vanished right after it was stored", key=key)
-        try:
-            info = await self._info(key, stream)
-        except BaseException:
-            stream.close()
-            raise
+        info = DistInfo(*validators_of(stream))
+        self.known.put(key, info)
         return OpenDist(stream, info, outcome)
 
     async def _open_stored(self, key: str) -> BinaryIO | None:
@@ -110,20 +106,3 @@ class Dists:
             await to_thread.run_sync(self.mirror.put_dist, key, spool)
         log.info("mirrored %s from %s", key, dist.url)
         return True
-
-    async def _info(self, key: str, stream: BinaryIO) -> DistInfo:
-        known = self.known.get(key)
-        if known is not None:
-            return known
-        etag = getattr(stream, "etag", None)
-        modified = getattr(stream, "last_modified", None)
-        size = getattr(stream, "size", None)
-        if isinstance(etag, str) and isinstance(modified, datetime) and isinstance(size, int):
-            info = DistInfo(size, etag, modified)
-        else:
-            # The store's stream does not carry the bucket's validators: one HEAD, once
-            # per dist and worker.
-            stat = await to_thread.run_sync(self.storage.stat, key)
-            info = DistInfo(size if isinstance(size, int) else stat.size, stat.etag, stat.modified)
-        self.known.put(key, info)
-        return info

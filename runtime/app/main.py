@@ -43,9 +43,7 @@ def create_app(
             app.state.services = Services(
                 config=config,
                 documents=documents,
-                dists=Dists(
-                    mirror, storages.mirror_dist, documents, upstream, config.negative_ttl, clock
-                ),
+                dists=Dists(mirror, documents, upstream, config.negative_ttl, clock),
                 readiness=ReadinessProbe(storages.mirror_meta, clock=monotonic),
             )
             yield

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 from runtime.mirror.locks import LOCK_DIR, KeyLock, key_hash
 from runtime.mirror.stats import MirrorStats
@@ -42,14 +42,11 @@ class FileCache:
         directory: Path | None,
         max_bytes: int,
         stats: MirrorStats,
-        *,
-        counter: str = "dist",
     ) -> None:
         self.storage = storage
         self.directory = directory
         self.max_bytes = max_bytes
         self.stats = stats
-        self._hits, self._misses = f"{counter}_hits", f"{counter}_misses"
         self._total: int | None = None  # bytes on disk, as last counted (other processes too)
         self._total_lock = threading.Lock()
 
@@ -73,7 +70,7 @@ class FileCache:
             if hit is not None:
                 lock.release()
                 return hit
-            self.stats.add(**{self._misses: 1}, bucket_requests=1)
+            self.stats.add(dist_misses=1, bucket_requests=1)
             fetched = self.storage.get(key)
             assert fetched.stream is not None and fetched.info is not None
             filling = _FillingReader(self, key, fetched.stream, fetched.info, lock)
@@ -83,7 +80,7 @@ class FileCache:
             raise
 
     def _from_bucket(self, key: str) -> BinaryIO:
-        self.stats.add(**{self._misses: 1}, bucket_requests=1)
+        self.stats.add(dist_misses=1, bucket_requests=1)
         fetched = self.storage.get(key)  # one GET: the body and its validators
         assert fetched.stream is not None and fetched.info is not None
         return cast(BinaryIO, _BucketReader(fetched.stream, fetched.info))
@@ -115,7 +112,7 @@ class FileCache:
             return None
         with contextlib.suppress(OSError):
             os.utime(handle.fileno())  # recently used: evicted last
-        self.stats.add(**{self._hits: 1})
+        self.stats.add(dist_hits=1)
         return cast(BinaryIO, _EntryReader(handle, size, *validators))
 
     # -- writing, eviction -------------------------------------------------------------
@@ -178,6 +175,19 @@ class FileCache:
     def _degrade(self, what: str, exc: OSError) -> None:
         self.stats.add(cache_errors=1)
         log.warning("cache %s: %s (%s); reading from the bucket", self.directory, what, exc)
+
+
+class _Validated(Protocol):
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+def validators_of(stream: BinaryIO) -> tuple[int, str, datetime]:
+    """Size, ETag and Last-Modified of a stream `FileCache.open` returned: every one carries
+    the bucket's (a hit from its entry header), so nobody needs a HEAD for them."""
+    known = cast(_Validated, stream)
+    return known.size, known.etag, known.last_modified
 
 
 class _BucketReader(io.RawIOBase):

@@ -10,6 +10,7 @@ import pytest
 
 from infra.local.composer_repo import ComposerRepo
 from tests.app.conftest import BASE, Mirror
+from tests.mirror_helpers import RequestCounter
 
 MakeMirror = Callable[..., Mirror]
 
@@ -132,3 +133,18 @@ def test_a_head_request_sends_the_headers_without_the_body(
     head = mirror.client.head(path)
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == str(len(repo.release("acme/log", "1.1.0").archive))
+
+
+def test_a_stored_dist_is_served_with_one_get_and_no_head(
+    make_mirror: MakeMirror, mirror_env: dict[str, str], repo: ComposerRepo
+) -> None:
+    """Stateless: the bucket's answer carries the validators; nobody HEADs the object."""
+    first = make_mirror(mirror_env)
+    path = dist_path(first, "acme/log", "1.0.0")
+    assert first.get(path).status_code == 200  # mirrored into the bucket
+    second = make_mirror(mirror_env)  # another replica, nothing in memory
+    requests = RequestCounter(second.client.app.state.mirror)
+    response = second.get(path)
+    assert response.status_code == 200 and response.headers["etag"]
+    assert response.content == repo.release("acme/log", "1.0.0").archive
+    assert requests.take() == {"GetObject": 1}
