@@ -130,9 +130,9 @@ def test_an_unknown_key_error_lists_every_allowed_key() -> None:
 
 
 def test_path_style_endpoint_accepts_booleans_and_their_strings() -> None:
-    assert load_settings({"STORAGE_AWS_ARGS": '{"pathStyleEndpoint": true}'}).aws_args
-    args = load_settings({"STORAGE_AWS_ARGS": '{"pathStyleEndpoint": "false"}'}).aws_args
-    assert args.path_style_endpoint is False
+    for raw, expected in (("true", True), ('"true"', True), ('"false"', False), ("false", False)):
+        args = load_settings({"STORAGE_AWS_ARGS": f'{{"pathStyleEndpoint": {raw}}}'}).aws_args
+        assert args.path_style_endpoint is expected, raw
 
 
 @pytest.mark.parametrize(
