@@ -2,7 +2,9 @@
 
 With SATCHEL_ARCHIVE_CACHE_DIR set, an archive is fetched once (one GET) into a bounded LRU
 cache shared by the processes of the host; reading any number of its members costs no further
-request until it is evicted. Without it, each `open_zip` is one GET into memory.
+request until it is evicted. Without it, each `open_zip` is one GET into memory. Entries are
+named by the storage's identity and the key: the package archives and the artifacts may
+share one cache directory and keys without ever reading each other's bytes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from runtime.mirror.filecache import FileCache
 from runtime.mirror.stats import MirrorStats
 from runtime.settings import Settings
 from runtime.storage import Storage
-
-_CHUNK = 1024 * 1024
 
 
 class ArchiveCache:
@@ -29,19 +29,11 @@ class ArchiveCache:
         )
 
     def open_zip(self, key: str) -> zipfile.ZipFile:
-        stream = self.files.open(key)
-        if stream.seekable():  # a cache hit (or a local storage): zip seeks in the file
+        stream = self.files.open(key)  # a miss fills the cache first (the one GET)
+        if stream.seekable():  # a cache entry (or a local storage): zip seeks in the file
             return zipfile.ZipFile(stream)
-        with stream:
-            if self.files.directory is None:
-                return zipfile.ZipFile(io.BytesIO(stream.read()))
-            while stream.read(_CHUNK):  # the one GET, filling the cache
-                pass
-        reopened = self.files.open(key)
-        if reopened.seekable():
-            return zipfile.ZipFile(reopened)
-        with reopened:  # the cache could not keep it (full, read-only): from memory
-            return zipfile.ZipFile(io.BytesIO(reopened.read()))
+        with stream:  # stateless, or the cache could not keep it (full, read-only)
+            return zipfile.ZipFile(io.BytesIO(stream.read()))
 
     def read_member(self, key: str, member: str) -> bytes:
         with self.open_zip(key) as archive:

@@ -48,10 +48,12 @@ CONTRACT: dict[str, tuple[str, str]] = {
     LOCAL_ROOT_VAR: ("local_root", "var/storage"),
     STORAGE_CONFIG_VAR: ("storage_config", ""),
     # Mirror caching: seconds a cached metadata file is served before one revalidating GET;
-    # bounds of the dist cache, of the in-process metadata LRU and of the archive cache.
+    # bounds of the in-process metadata LRU and of the dist, metadata and archive caches
+    # on disk (each shared by every process using the directory).
     METADATA_TTL_VAR: ("mirror_metadata_ttl", "60"),
     "SATCHEL_MIRROR_METADATA_MEMORY": ("mirror_metadata_memory", "64M"),
     "SATCHEL_MIRROR_DIST_CACHE_SIZE": ("mirror_dist_cache_size", "10G"),
+    "SATCHEL_MIRROR_METADATA_CACHE_SIZE": ("mirror_metadata_cache_size", "1G"),
     "SATCHEL_ARCHIVE_CACHE_DIR": ("archive_cache_dir", ""),
     "SATCHEL_ARCHIVE_CACHE_SIZE": ("archive_cache_size", "2G"),
     # Seconds before expiry to refresh temporary credentials (botocore's own defaults).
@@ -114,6 +116,7 @@ class Settings(BaseModel):
     mirror_metadata_ttl: float = Field(ge=0)
     mirror_metadata_memory: ByteSize
     mirror_dist_cache_size: ByteSize
+    mirror_metadata_cache_size: ByteSize
     archive_cache_dir: Path | None
     archive_cache_size: ByteSize
     advisory_refresh: int = Field(ge=0)
@@ -183,7 +186,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"{var}: {message}, got {error['input']!r}") from None
     if settings.mandatory_refresh > settings.advisory_refresh:
         raise ConfigError(f"{MANDATORY_VAR}: must not exceed {ADVISORY_VAR}")
+    _check_cache_dirs(settings)
     return settings.model_copy(update={"storages": _resolve_storages(settings)})
+
+
+def _check_cache_dirs(settings: Settings) -> None:
+    """Each cache keeps its own bound over its whole directory: two caches in one directory
+    would evict each other's entries."""
+    seen: dict[Path, str] = {}
+    for field in ("mirror_metadata_cache_dir", "mirror_dist_cache_dir", "archive_cache_dir"):
+        directory = getattr(settings, field)
+        if directory is None:
+            continue
+        resolved = Path(os.path.abspath(directory))
+        other = seen.get(resolved)
+        if other is not None:
+            raise ConfigError(
+                f"{_VAR_OF_FIELD[field]}: {str(directory)!r} is also {other}; "
+                "give each cache a directory of its own (e.g. /tmp/mirror-meta, /tmp/mirror-dist)"
+            )
+        seen[resolved] = _VAR_OF_FIELD[field]
 
 
 def _resolve_storages(settings: Settings) -> dict[Role, StorageSpec]:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import runtime
 from runtime.archives import ArchiveCache
-from runtime.mirror.filecache import HEADER
 from tests.cli_helpers import satchel
 from tests.mirror_helpers import mirror_env, open_counted
 
@@ -36,14 +35,16 @@ def test_stats_and_prune_report_and_empty_the_caches(
     stats = json.loads(satchel(env, "cache", "stats", "--json").stdout)
     by_name = {row["cache"]: row for row in stats}
     assert by_name["mirror-dist"]["entries"] == 3
-    assert by_name["mirror-dist"]["bytes"] == 3 * (10_000 + HEADER.size)
+    assert by_name["mirror-dist"]["bytes"] == 3 * mirror.dists.entry_size("cli/0.zip", 10_000)
+    assert by_name["mirror-dist"]["temp_files"] == 0
+    assert 1 <= by_name["mirror-dist"]["lock_files"] <= 257
     assert by_name["mirror-meta"]["entries"] == 1
     assert by_name["archives"]["dir"] is None
 
     result = satchel(env, "cache", "prune")
-    assert result.exit_code == 0 and "removed 0 entries" in result.stdout  # within bounds
+    assert result.exit_code == 0 and "removed 0 files" in result.stdout  # within bounds
     result = satchel(env, "cache", "prune", "--all")
-    assert result.exit_code == 0 and "removed 4 entries" in result.stdout
+    assert result.exit_code == 0 and "removed 4 files" in result.stdout
     assert mirror.dists.disk_usage() == (0, 0)
     assert mirror.metadata.disk_usage() == (0, 0)
     assert mirror.open_dist("cli/0.zip").read()  # the bucket still has everything

@@ -16,7 +16,6 @@ import pytest
 
 import runtime
 from runtime import NotFound
-from runtime.mirror.filecache import HEADER
 from tests.mirror_helpers import mirror_env, open_counted
 
 
@@ -190,12 +189,12 @@ def test_a_truncated_dist_entry_is_dropped_and_refetched(
     with mirror.open_dist(key) as stream:
         stream.read()
     entry = mirror.dists.entry_path(key)
-    os.truncate(entry, HEADER.size + 1000)  # behind our back
+    os.truncate(entry, mirror.dists.entry_size(key, 1000))  # behind our back
     requests.take()
     with mirror.open_dist(key) as stream:
         assert stream.read() == payload
     assert requests.take() == {"GetObject": 1}
-    assert entry.stat().st_size == HEADER.size + len(payload)
+    assert entry.stat().st_size == mirror.dists.entry_size(key, len(payload))
 
 
 def test_a_corrupt_metadata_entry_is_dropped_and_refetched(
@@ -214,9 +213,10 @@ def test_a_corrupt_metadata_entry_is_dropped_and_refetched(
 def test_the_dist_cache_evicts_the_least_recently_used_beyond_its_bound(
     cached_env: dict[str, str], run_id: str
 ) -> None:
-    env = {**cached_env, "SATCHEL_MIRROR_DIST_CACHE_SIZE": str(3 * (HEADER.size + 100_000))}
-    mirror, _requests = open_counted(env)
     keys = [f"{run_id}/d{i}.zip" for i in range(4)]
+    bound = 3 * open_counted(cached_env)[0].dists.entry_size(keys[0], 100_000)
+    env = {**cached_env, "SATCHEL_MIRROR_DIST_CACHE_SIZE": str(bound)}
+    mirror, _requests = open_counted(env)
     for key in keys:
         mirror.put_dist(key, secrets.token_bytes(100_000))
     for key in keys[:3]:
@@ -225,10 +225,13 @@ def test_the_dist_cache_evicts_the_least_recently_used_beyond_its_bound(
     for entry in (keys[1], keys[2]):
         past = os.stat(mirror.dists.entry_path(entry)).st_mtime - 60
         os.utime(mirror.dists.entry_path(entry), (past, past))
-    mirror.open_dist(keys[3]).read()  # a fourth entry overflows the bound
-    assert mirror.dists.disk_usage()[0] == 3
+    mirror.open_dist(keys[3]).read()  # a fourth entry would overflow the bound
+    # Evicted in one batch down to the low-water mark (90%): the two oldest, d1 and d2.
+    assert mirror.dists.disk_usage() == (2, 2 * bound // 3)
     assert not mirror.dists.entry_path(keys[1]).exists()
+    assert not mirror.dists.entry_path(keys[2]).exists()
     assert mirror.dists.entry_path(keys[0]).exists()
+    assert mirror.dists.entry_path(keys[3]).exists()
 
 
 @pytest.fixture

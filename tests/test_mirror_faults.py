@@ -12,7 +12,8 @@ import pytest
 
 from infra.local.target import LocalTarget
 from runtime import BackendUnavailable
-from runtime.mirror.filecache import HEADER, TEMP_PREFIX
+from runtime.mirror.budget import TEMP_PREFIX, USAGE_FILE
+from runtime.storage import Fetched
 from tests.conftest import running_target
 from tests.mirror_helpers import mirror_env, open_counted
 
@@ -25,30 +26,60 @@ def crash_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarg
 
 
 def _files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.rglob("*") if p.is_file() and p.suffix != ".lock")
+    """Entries and temp files (not the lock files and the usage counter)."""
+    return sorted(
+        p.name
+        for p in directory.rglob("*")
+        if p.is_file() and p.suffix != ".lock" and p.name != USAGE_FILE
+    )
 
 
-def test_a_bucket_dying_mid_stream_fails_the_read_and_leaves_no_entry(
+def test_a_bucket_dying_mid_stream_fails_a_stateless_read(
     crash_target: LocalTarget, tmp_path: Path
 ) -> None:
-    env = mirror_env(crash_target.pod_env(), "crash", tmp_path / "cache")
-    mirror, requests = open_counted(env)
+    mirror, _ = open_counted(mirror_env(crash_target.pod_env(), "crash", None))
     payload = secrets.token_bytes(96 * 1024 * 1024)
-    mirror.put_dist("crash/big.zip", payload)
-    requests.take()
-    stream = mirror.open_dist("crash/big.zip")
+    mirror.put_dist("crash/stateless.zip", payload)
+    stream = mirror.open_dist("crash/stateless.zip")
     assert stream.read(1024 * 1024) == payload[: 1024 * 1024]
     crash_target.stop_storage(crash=True)
     try:
         with pytest.raises(BackendUnavailable, match="connection broke"), stream:
             while stream.read(1024 * 1024):
                 pass
-        assert _files(tmp_path / "cache" / "dist") == []  # no entry, no temp file
     finally:
         crash_target.start_storage()
+
+
+def test_a_bucket_dying_mid_fill_fails_the_read_and_leaves_no_entry(
+    crash_target: LocalTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = mirror_env(crash_target.pod_env(), "crash", tmp_path / "cache")
+    mirror, requests = open_counted(env)
+    payload = secrets.token_bytes(96 * 1024 * 1024)
+    mirror.put_dist("crash/big.zip", payload)
+    requests.take()
+    storage, real_get = mirror.dists.storage, mirror.dists.storage.get
+
+    def get_then_crash(key: str, if_none_match: str | None = None) -> Fetched:
+        fetched = real_get(key, if_none_match)
+        assert fetched.stream is not None
+        fetched.stream.read(1)  # the first MiB is in, then the server dies mid-fill
+        crash_target.stop_storage(crash=True)
+        return fetched
+
+    monkeypatch.setattr(storage, "get", get_then_crash)
+    try:
+        with pytest.raises(BackendUnavailable, match="connection broke"):
+            mirror.open_dist("crash/big.zip")
+        assert _files(tmp_path / "cache" / "dist") == []  # no entry, no temp file
+        assert mirror.dists.disk_usage() == (0, 0)  # and its reservation given back
+    finally:
+        crash_target.start_storage()
+    monkeypatch.setattr(storage, "get", real_get)
     with mirror.open_dist("crash/big.zip") as again:
         assert again.read() == payload
-    assert mirror.dists.disk_usage() == (1, len(payload) + HEADER.size)
+    assert mirror.dists.disk_usage() == (1, mirror.dists.entry_size("crash/big.zip", len(payload)))
 
 
 def test_a_read_only_cache_still_serves_every_read_from_the_bucket(

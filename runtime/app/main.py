@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -37,6 +38,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Count the caches from the disk, removing what a crashed fill left (an emptyDir
+        # outlives a container restart).
+        await to_thread.run_sync(mirror.recount)
         async with new_client(config.upstream_timeout) as http:
             upstream = UpstreamClient(http, retries=config.upstream_retries, clock=monotonic)
             documents = Documents(mirror, upstream, config, clock)

@@ -1,38 +1,55 @@
 """A local cache of immutable objects (mirror dists, package archives): no TTL, bounded by
-bytes with least-recently-used eviction, filled while the first reader streams.
+bytes with least-recently-used eviction, filled from the bucket at the bucket's speed.
 
-Entry file: a header (magic, body size, the bucket's Last-Modified and ETag) then the body,
-written to a temp file in the same directory and renamed into place once complete and
-verified. A hit checks the size
-(one fstat), so a truncated entry is dropped and refetched, never served. Any local failure
-(unwritable, missing or full directory, corrupt entry) falls back to the bucket.
+A miss never makes anyone wait for a client: `try_fill` takes the key's lock without
+blocking, copies the object from the bucket into a temp file, verifies and renames it into
+place, and releases the lock; whoever finds the lock taken waits for that fill (bounded) or
+reads the bucket itself. Callers then serve the entry (`lookup`) at local-disk speed.
+
+Entry file: a header (magic, body size, the bucket's Last-Modified and ETag, the length of
+the entry's identity), the identity (the storage's identity and the key: two storages
+sharing one directory never read each other's entries), then the body. A hit checks the
+identity and the size (one fstat), so a foreign or truncated entry is dropped and refetched,
+never served. Any local failure (unwritable, missing or full directory, corrupt entry) falls
+back to the bucket. The directory's bound is kept by `DiskBudget`, for all processes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import enum
 import io
 import logging
 import os
 import struct
-import tempfile
-import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
-from runtime.mirror.locks import LOCK_DIR, KeyLock, key_hash
+from runtime.errors import StorageError
+from runtime.mirror.budget import DiskBudget, Usage, create_temp
+from runtime.mirror.locks import KeyLock, key_hash, remove_foreign_locks
 from runtime.mirror.stats import MirrorStats
+from runtime.mirror.verify import BodyCheck
 from runtime.storage import ObjectInfo, Storage
 
 log = logging.getLogger("satchel.cache")
 
-MAGIC = b"SATCHEL\x02"
-# magic, body size, the bucket's Last-Modified (epoch seconds) and ETag (NUL-padded ASCII):
-# a hit carries the same validators as a read from the bucket. v1 entries are refetched.
-HEADER = struct.Struct(">8sQd72s")
-TEMP_PREFIX = ".fill-"
+MAGIC = b"SATCHEL\x03"
+# magic, body size, the bucket's Last-Modified (epoch seconds), its ETag (NUL-padded ASCII),
+# the identity's length; then the identity. v1/v2 entries are refetched.
+HEADER = struct.Struct(">8sQd72sH")
+FILL_WAIT = 5.0  # seconds to wait for another process's fill before reading the bucket
+FILL_POLL = 0.02
+_COPY_CHUNK = 1024 * 1024
+
+
+class Fill(enum.Enum):
+    FILLED = "filled"  # this call fetched the object and stored the entry
+    PRESENT = "present"  # someone else had stored it already
+    BUSY = "busy"  # another fill of the key's lock stripe is under way
+    SKIPPED = "skipped"  # the cache cannot keep it (full, unwritable, too big, unverified)
 
 
 class FileCache:
@@ -47,50 +64,49 @@ class FileCache:
         self.directory = directory
         self.max_bytes = max_bytes
         self.stats = stats
-        self._total: int | None = None  # bytes on disk, as last counted (other processes too)
-        self._total_lock = threading.Lock()
+        self.budget = DiskBudget(directory, max_bytes) if directory is not None else None
 
     # -- reading ---------------------------------------------------------------------
 
-    def open(self, key: str) -> BinaryIO:
-        """The object as a binary stream: from the cache, or from the bucket (one GET)."""
+    def open(self, key: str, wait: float = FILL_WAIT) -> BinaryIO:
+        """The object as a binary stream: from the cache (filled first on a miss, waiting
+        up to `wait` seconds for a fill under way elsewhere), or from the bucket."""
         if self.directory is None:  # stateless: stream straight from the bucket
-            return self._from_bucket(key)
-        hit = self._open_entry(key)
+            return self.from_bucket(key)
+        hit = self.lookup(key)
         if hit is not None:
             return hit
-        lock = KeyLock(self.directory, key)
-        try:
-            lock.acquire()
-        except OSError as exc:
-            self._degrade("cannot lock", exc)
-            return self._from_bucket(key)
-        try:
-            hit = self._open_entry(key)  # filled by whoever held the lock before us
-            if hit is not None:
-                lock.release()
-                return hit
-            self.stats.add(dist_misses=1, bucket_requests=1)
-            fetched = self.storage.get(key)
-            assert fetched.stream is not None and fetched.info is not None
-            filling = _FillingReader(self, key, fetched.stream, fetched.info, lock)
-            return cast(BinaryIO, filling)
-        except BaseException:
-            lock.release()
-            raise
+        deadline = time.monotonic() + wait
+        outcome = self.try_fill(key)
+        while outcome is Fill.BUSY and time.monotonic() < deadline:
+            time.sleep(FILL_POLL)
+            outcome = self.try_fill(key)
+        hit = self.lookup(key, count=outcome is not Fill.FILLED)
+        return hit if hit is not None else self.from_bucket(key)
 
-    def _from_bucket(self, key: str) -> BinaryIO:
+    def from_bucket(self, key: str) -> BinaryIO:
+        """The object straight from the bucket (one GET), with its validators."""
         self.stats.add(dist_misses=1, bucket_requests=1)
         fetched = self.storage.get(key)  # one GET: the body and its validators
         assert fetched.stream is not None and fetched.info is not None
         return cast(BinaryIO, _BucketReader(fetched.stream, fetched.info))
 
+    def identity_of(self, key: str) -> bytes:
+        return f"{self.storage.identity}\n{key}".encode()
+
     def entry_path(self, key: str) -> Path:
         assert self.directory is not None
-        digest = key_hash(key)
+        digest = key_hash(self.identity_of(key).decode())
         return self.directory / digest[:2] / digest
 
-    def _open_entry(self, key: str) -> BinaryIO | None:
+    def entry_size(self, key: str, body_size: int) -> int:
+        """Bytes on disk of the entry of a `body_size`-byte object."""
+        return HEADER.size + len(self.identity_of(key)) + body_size
+
+    def lookup(self, key: str, *, count: bool = True) -> BinaryIO | None:
+        """The cached entry, or None (no lock taken: entries appear whole, by rename)."""
+        if self.directory is None:
+            return None
         path = self.entry_path(key)
         try:
             handle = path.open("rb")
@@ -100,9 +116,12 @@ class FileCache:
             self._degrade("cannot read an entry", exc)
             return None
         try:
-            magic, size, modified, etag = HEADER.unpack(handle.read(HEADER.size))
-            if magic != MAGIC or os.fstat(handle.fileno()).st_size != HEADER.size + size:
-                raise ValueError("truncated or foreign entry")
+            magic, size, modified, etag, id_length = HEADER.unpack(handle.read(HEADER.size))
+            offset = HEADER.size + id_length
+            if magic != MAGIC or handle.read(id_length) != self.identity_of(key):
+                raise ValueError("foreign entry")
+            if os.fstat(handle.fileno()).st_size != offset + size:
+                raise ValueError("truncated entry")
             validators = (etag.rstrip(b"\0").decode("ascii"), datetime.fromtimestamp(modified, UTC))
         except (ValueError, struct.error, UnicodeDecodeError):
             handle.close()
@@ -112,69 +131,133 @@ class FileCache:
             return None
         with contextlib.suppress(OSError):
             os.utime(handle.fileno())  # recently used: evicted last
-        self.stats.add(dist_hits=1)
-        return cast(BinaryIO, _EntryReader(handle, size, *validators))
+        if count:
+            self.stats.add(dist_hits=1)
+        return cast(BinaryIO, _EntryReader(handle, offset, size, *validators))
 
-    # -- writing, eviction -------------------------------------------------------------
+    # -- filling ---------------------------------------------------------------------
+
+    def try_fill(self, key: str) -> Fill:
+        """Store the bucket's object as an entry, unless another fill holds the key's lock
+        (BUSY, at once). Raises NotFound when the bucket has no such object, StorageError
+        when the bucket fails; local failures only give SKIPPED."""
+        assert self.directory is not None
+        lock = KeyLock(self.directory, key)
+        try:
+            if not lock.acquire(blocking=False):
+                return Fill.BUSY
+        except OSError as exc:
+            self._degrade("cannot lock", exc)
+            return Fill.SKIPPED
+        try:
+            present = self.lookup(key, count=False)  # filled by whoever held the lock before
+            if present is not None:
+                present.close()
+                return Fill.PRESENT
+            self.stats.add(dist_misses=1, bucket_requests=1)
+            fetched = self.storage.get(key)
+            assert fetched.stream is not None and fetched.info is not None
+            with fetched.stream as source:
+                return self._store(key, source, fetched.info)
+        finally:
+            lock.release()
+
+    def _store(self, key: str, source: BinaryIO, info: ObjectInfo) -> Fill:
+        assert self.budget is not None
+        etag = info.etag
+        if len(etag) > 72 or not etag.isascii():
+            log.info("not caching %s: its ETag does not fit an entry header", key)
+            return Fill.SKIPPED
+        identity = self.identity_of(key)
+        size = self.entry_size(key, info.size)
+        try:
+            if not self.budget.reserve(size):
+                log.info("not caching %s: %d bytes exceed the cache's bound", key, size)
+                return Fill.SKIPPED
+        except OSError as exc:
+            self._degrade("cannot count the cache's usage", exc)
+            return Fill.SKIPPED
+        temp: Path | None = None
+        try:
+            target = self.entry_path(key)
+            fd, temp = create_temp(target.parent)
+            with open(fd, "wb") as out:  # closing drops the temp file's lock
+                # Reserve the blocks now: a full disk shows before any byte is copied.
+                os.posix_fallocate(fd, 0, size)
+                header = HEADER.pack(
+                    MAGIC, info.size, info.modified.timestamp(), etag.encode(), len(identity)
+                )
+                out.write(header + identity)
+                if not _copy_verified(source, out, BodyCheck.of(info), key):
+                    return Fill.SKIPPED
+                out.flush()  # whole before it is visible
+                os.replace(temp, target)  # still locked: never a stale-looking temp file
+                temp = None
+            return Fill.FILLED
+        except StorageError:
+            raise  # the bucket's stream broke: nothing is kept
+        except OSError as exc:
+            self._degrade("cannot fill an entry", exc)
+            return Fill.SKIPPED
+        finally:
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+                with contextlib.suppress(OSError):
+                    self.budget.release(size)
+
+    # -- housekeeping ------------------------------------------------------------------
 
     def put(self, key: str, body: bytes | BinaryIO) -> None:
         """Store in the bucket; the cache fills on the first read (immutable objects)."""
         self.storage.write(key, body)
 
-    def _commit(self, temp: Path, key: str, size: int) -> None:
-        os.replace(temp, self.entry_path(key))
-        with self._total_lock:
-            if self._total is not None:
-                self._total += HEADER.size + size
-            over = self._total is None or self._total > self.max_bytes
-        if over:
-            self.prune()
-
     def prune(self, max_bytes: int | None = None) -> tuple[int, int]:
-        """Evict least recently used entries until the cache fits; drop stale temp files.
-        Returns (entries, bytes) removed."""
-        if self.directory is None:
+        """Evict least recently used entries until the cache fits `max_bytes` (default: its
+        bound); drop temp files of crashed fills and lock files of older versions.
+        Returns (files, bytes) removed."""
+        if self.budget is None:
             return 0, 0
-        bound = self.max_bytes if max_bytes is None else max_bytes
-        entries = sorted(self._scan(), key=lambda e: e[1])  # oldest first
-        total = sum(size for _, _, size in entries)
-        removed = freed = 0
-        for path, _, size in entries:
-            if total <= bound:
-                break
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # a reader that has it open keeps reading it
-                removed, freed, total = removed + 1, freed + size, total - size
-        with self._total_lock:
-            self._total = total
-        return removed, freed
+        removed = self.budget.prune(max_bytes)
+        remove_foreign_locks(self.budget.directory)
+        return removed
+
+    def recount(self) -> None:
+        """At start: drop what crashed fills left and count the directory from the disk."""
+        if self.budget is not None:
+            try:
+                self.budget.recount()
+                remove_foreign_locks(self.budget.directory)
+            except OSError as exc:
+                self._degrade("cannot count the cache's usage", exc)
+
+    def usage(self) -> Usage:
+        if self.budget is None:
+            return Usage(0, 0, 0, 0, 0)
+        return self.budget.usage()
 
     def disk_usage(self) -> tuple[int, int]:
-        """(entries, bytes) in the cache directory."""
-        if self.directory is None:
-            return 0, 0
-        entries = list(self._scan())
-        return len(entries), sum(size for _, _, size in entries)
-
-    def _scan(self) -> list[tuple[Path, float, int]]:
-        assert self.directory is not None
-        found: list[tuple[Path, float, int]] = []
-        try:
-            shards = [d for d in os.scandir(self.directory) if d.is_dir() and d.name != LOCK_DIR]
-        except FileNotFoundError:
-            return found
-        for shard in shards:
-            for entry in os.scandir(shard.path):
-                with contextlib.suppress(FileNotFoundError):
-                    st = entry.stat()
-                    if entry.name.startswith(TEMP_PREFIX):
-                        continue
-                    found.append((Path(entry.path), st.st_mtime, st.st_size))
-        return found
+        """(entries, bytes) in the cache directory, temp files included in the bytes."""
+        usage = self.usage()
+        return usage.entries, usage.bytes
 
     def _degrade(self, what: str, exc: OSError) -> None:
         self.stats.add(cache_errors=1)
         log.warning("cache %s: %s (%s); reading from the bucket", self.directory, what, exc)
+
+
+def _copy_verified(source: BinaryIO, out: BinaryIO, check: BodyCheck, key: str) -> bool:
+    """Copy the body at the source's speed, checking what `check` can; False when wrong."""
+    buffer = bytearray(_COPY_CHUNK)
+    view = memoryview(buffer)
+    while n := source.readinto(view):  # type: ignore[attr-defined]
+        check.update(view[:n])
+        out.write(view[:n])
+    problem = check.problem()
+    if problem is not None:
+        log.warning("not caching %s: %s", key, problem)
+        return False
+    return True
 
 
 class _Validated(Protocol):
@@ -184,8 +267,8 @@ class _Validated(Protocol):
 
 
 def validators_of(stream: BinaryIO) -> tuple[int, str, datetime]:
-    """Size, ETag and Last-Modified of a stream `FileCache.open` returned: every one carries
-    the bucket's (a hit from its entry header), so nobody needs a HEAD for them."""
+    """Size, ETag and Last-Modified of a stream `FileCache` returned: every one carries the
+    bucket's (a hit from its entry header), so nobody needs a HEAD for them."""
     known = cast(_Validated, stream)
     return known.size, known.etag, known.last_modified
 
@@ -214,8 +297,11 @@ class _BucketReader(io.RawIOBase):
 class _EntryReader(io.RawIOBase):
     """A cache entry's body: offsets exclude the header, so `zipfile` and `seek` just work."""
 
-    def __init__(self, handle: BinaryIO, size: int, etag: str, last_modified: datetime) -> None:
+    def __init__(
+        self, handle: BinaryIO, offset: int, size: int, etag: str, last_modified: datetime
+    ) -> None:
         self._handle = handle
+        self._offset = offset
         self.size, self.etag, self.last_modified = size, etag, last_modified
 
     def readable(self) -> bool:
@@ -233,11 +319,11 @@ class _EntryReader(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
-            offset += HEADER.size
-        return self._handle.seek(offset, whence) - HEADER.size
+            offset += self._offset
+        return self._handle.seek(offset, whence) - self._offset
 
     def tell(self) -> int:
-        return self._handle.tell() - HEADER.size
+        return self._handle.tell() - self._offset
 
     def fileno(self) -> int:
         return self._handle.fileno()
@@ -245,132 +331,3 @@ class _EntryReader(io.RawIOBase):
     def close(self) -> None:
         self._handle.close()
         super().close()
-
-
-class _FillingReader(io.RawIOBase):
-    """Streams the bucket's body to the caller and into a temp file; commits at the end.
-
-    Holds the key's lock until done, so concurrent readers wait and then hit the cache.
-    A failure of the cache (disk full, ...) only stops the filling: the caller keeps reading.
-    A failure of the bucket reaches the caller and leaves no entry behind.
-    """
-
-    def __init__(
-        self,
-        cache: FileCache,
-        key: str,
-        source: BinaryIO,
-        info: ObjectInfo,
-        lock: KeyLock,
-    ) -> None:
-        size, etag = info.size, info.etag
-        self.size, self.etag, self.last_modified = size, etag, info.modified
-        self._cache, self._key, self._source, self._lock = cache, key, source, lock
-        self._received = 0
-        # A plain single-part ETag is the MD5 of the body: verify it while we are at it.
-        # (It costs CPU on cold fills of single-part dists; multipart ETags are no MD5.)
-        self._md5 = hashlib.md5(usedforsecurity=False) if _is_md5(etag) else None
-        self._etag = etag
-        self._temp: BinaryIO | None = None
-        self._temp_path: Path | None = None
-        try:
-            if len(etag) > 72 or not etag.isascii():  # would not fit the header
-                raise OSError(f"ETag {etag[:80]!r} does not fit a cache entry header")
-            target = cache.entry_path(key)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
-            self._temp, self._temp_path = os.fdopen(fd, "wb"), Path(name)
-            # Reserve the blocks now: a full disk shows here, before any byte is streamed,
-            # and the writes then skip ext4's block allocation.
-            os.posix_fallocate(fd, 0, HEADER.size + size)
-            self._temp.write(
-                HEADER.pack(MAGIC, size, info.modified.timestamp(), etag.encode("ascii"))
-            )
-        except OSError as exc:
-            cache._degrade("cannot create an entry", exc)
-            self._abandon()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        """The source's own bytes object: no bytearray, readinto and bytes() copy per chunk."""
-        if size is None or size < 0:
-            return self.readall()
-        try:
-            data = self._source.read(size)
-        except BaseException:
-            self._finish(commit=False)
-            raise
-        self._take(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            n = self._source.readinto(buffer) or 0  # type: ignore[attr-defined]
-        except BaseException:
-            self._finish(commit=False)
-            raise
-        self._take(memoryview(buffer)[:n])
-        return n
-
-    def _take(self, data: bytes | memoryview) -> None:
-        if not data:
-            self._finish(commit=True)
-            return
-        self._received += len(data)
-        if self._md5 is not None:
-            self._md5.update(data)
-        if self._temp is not None:
-            try:
-                self._temp.write(data)
-            except OSError as exc:
-                self._cache._degrade("cannot fill an entry", exc)
-                self._abandon()
-
-    def close(self) -> None:
-        if not self.closed:
-            self._finish(commit=False)  # a no-op once finished
-            self._source.close()
-        super().close()
-
-    def _finish(self, *, commit: bool) -> None:
-        if self._lock is None:
-            return
-        try:
-            if commit and self._temp is not None and self._verified():
-                assert self._temp_path is not None
-                self._temp.close()
-                self._temp = None
-                try:
-                    self._cache._commit(self._temp_path, self._key, self.size)
-                    self._temp_path = None
-                except OSError as exc:
-                    self._cache._degrade("cannot commit an entry", exc)
-            self._abandon()
-        finally:
-            self._lock.release()
-            self._lock = None  # type: ignore[assignment]
-
-    def _verified(self) -> bool:
-        if self._received != self.size:
-            log.warning("not caching %s: got %d of %d bytes", self._key, self._received, self.size)
-            return False
-        if self._md5 is not None and self._md5.hexdigest() != self._etag:
-            log.warning("not caching %s: its MD5 does not match the bucket's ETag", self._key)
-            return False
-        return True
-
-    def _abandon(self) -> None:
-        if self._temp is not None:
-            with contextlib.suppress(OSError):
-                self._temp.close()
-            self._temp = None
-        if self._temp_path is not None:
-            with contextlib.suppress(OSError):
-                self._temp_path.unlink()
-            self._temp_path = None
-
-
-def _is_md5(etag: str) -> bool:
-    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)

@@ -4,7 +4,8 @@ Stateless (no cache dir): every read is one bucket GET, nothing touches local di
 With a cache dir: an in-process LRU (bounded by bytes) in front of one file per path. Within
 the TTL a read costs no request; after it, one GET with If-None-Match: a 304 keeps the body.
 Entries carry the bucket's ETag and Last-Modified, the same on every replica. Writes go to the
-bucket first, then the cache (temp file + rename).
+bucket first, then the cache (temp file + rename). The files are bounded by `max_bytes` for
+all processes together (`DiskBudget`), least recently validated evicted first.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -23,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 
 from runtime.errors import NotFound
-from runtime.mirror.locks import KeyLock, key_hash
+from runtime.mirror.budget import DiskBudget, Usage, create_temp
+from runtime.mirror.locks import KeyLock, key_hash, remove_foreign_locks
 from runtime.mirror.stats import MirrorStats
 from runtime.storage import ObjectInfo, Storage
 
@@ -56,6 +57,7 @@ class MetadataStore:
         memory_bytes: int,
         stats: MirrorStats,
         clock: Callable[[], float] = time.time,
+        max_bytes: int = 1 << 30,
     ) -> None:
         self.storage = storage
         self.directory = directory
@@ -63,6 +65,8 @@ class MetadataStore:
         self.stats = stats
         self._clock = clock
         self._memory = _LruBytes(memory_bytes)
+        self.max_bytes = max_bytes
+        self.budget = DiskBudget(directory, max_bytes) if directory is not None else None
 
     def get(self, path: str) -> MetadataEntry | None:
         """The document at `path`, or None if the bucket has none."""
@@ -170,6 +174,7 @@ class MetadataStore:
         return _Cached(entry, validated)
 
     def _write_disk(self, path: str, cached: _Cached) -> None:
+        assert self.budget is not None
         file = self._file(path)
         header = {
             "path": path,
@@ -177,19 +182,30 @@ class MetadataStore:
             "last_modified": cached.entry.last_modified.isoformat(),
             "size": len(cached.entry.body),
         }
+        data = json.dumps(header).encode() + b"\n" + cached.entry.body
         temp = None
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=".fill-", dir=file.parent)
-            with os.fdopen(fd, "wb") as out:
-                out.write(json.dumps(header).encode() + b"\n")
-                out.write(cached.entry.body)
-            os.utime(temp, (cached.validated, cached.validated))
-            os.replace(temp, file)
+            if not self.budget.reserve(len(data)):
+                return  # larger than the whole cache: served from memory and the bucket
+            try:
+                replaced = file.stat().st_size
+            except FileNotFoundError:
+                replaced = 0
+            fd, temp = create_temp(file.parent)
+            with os.fdopen(fd, "wb") as out:  # closing drops the temp file's lock
+                out.write(data)
+                out.flush()
+                os.utime(fd, (cached.validated, cached.validated))
+                os.replace(temp, file)
+            temp = None
+            if replaced:
+                self.budget.release(replaced)
         except OSError as exc:
             if temp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
+                with contextlib.suppress(OSError):
+                    self.budget.release(len(data))
             self._degrade("cannot write an entry", exc)
 
     def _touch_disk(self, path: str, validated: float) -> None:
@@ -203,28 +219,33 @@ class MetadataStore:
         with contextlib.suppress(OSError):
             self._file(path).unlink()
 
+    def usage(self) -> Usage:
+        return self.budget.usage() if self.budget is not None else Usage(0, 0, 0, 0, 0)
+
     def disk_usage(self) -> tuple[int, int]:
-        """(entries, bytes) of the cache directory."""
-        files = self._entry_files()
-        return len(files), sum(size for _, size in files)
+        """(entries, bytes) of the cache directory, temp files included in the bytes."""
+        usage = self.usage()
+        return usage.entries, usage.bytes
 
-    def clear(self) -> tuple[int, int]:
-        """Delete every cached document (the bucket keeps them). Returns (entries, bytes)."""
-        files = self._entry_files()
-        for file, _ in files:
-            with contextlib.suppress(FileNotFoundError):
-                file.unlink()
-        self._memory = _LruBytes(self._memory.max_bytes)
-        return len(files), sum(size for _, size in files)
+    def prune(self, max_bytes: int | None = None) -> tuple[int, int]:
+        """Evict the least recently validated documents down to `max_bytes` (default: the
+        bound) and what crashed writers left; 0 empties it (the bucket keeps them)."""
+        if self.budget is None:
+            return 0, 0
+        removed = self.budget.prune(max_bytes)
+        remove_foreign_locks(self.budget.directory)
+        if max_bytes == 0:
+            self._memory = _LruBytes(self._memory.max_bytes)
+        return removed
 
-    def _entry_files(self) -> list[tuple[Path, int]]:
-        if self.directory is None or not self.directory.is_dir():
-            return []
-        found = []
-        for file in self.directory.glob("??/*.meta"):
-            with contextlib.suppress(FileNotFoundError):
-                found.append((file, file.stat().st_size))
-        return found
+    def recount(self) -> None:
+        """At start: drop what crashed writers left and count the directory from the disk."""
+        if self.budget is not None:
+            try:
+                self.budget.recount()
+                remove_foreign_locks(self.budget.directory)
+            except OSError as exc:
+                self._degrade("cannot count the cache's usage", exc)
 
     def _degrade(self, what: str, exc: OSError) -> None:
         self.stats.add(cache_errors=1)

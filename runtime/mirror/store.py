@@ -21,6 +21,11 @@ class MirrorStore:
         self.dists = dists
         self.stats = stats
 
+    def recount(self) -> None:
+        """At start: count both caches from the disk, dropping what crashed writers left."""
+        self.metadata.recount()
+        self.dists.recount()
+
     def get_metadata(self, path: str) -> MetadataEntry | None:
         return self.metadata.get(path)
 
@@ -49,6 +54,7 @@ def open_mirror(
         memory_bytes=settings.mirror_metadata_memory,
         stats=stats,
         clock=clock,
+        max_bytes=settings.mirror_metadata_cache_size,
     )
     dists = FileCache(
         storages.mirror_dist, settings.mirror_dist_cache_dir, settings.mirror_dist_cache_size, stats

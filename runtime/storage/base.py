@@ -20,6 +20,11 @@ class ObjectInfo:
     size: int
     etag: str
     modified: datetime
+    # From a GET, where the backend tells them: the object's own full-object checksum
+    # ("CRC32:<base64>", likewise CRC32C, SHA1, SHA256) and its server-side encryption
+    # ("AES256", "aws:kms", "aws:kms:dsse", "SSE-C"): what tells whether the ETag is an MD5.
+    checksum: str | None = None
+    encryption: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class Fetched:
 
 class Adapter(Protocol):
     """One backend. Every method may raise NotFound, PermissionDenied, BackendUnavailable."""
+
+    location: str  # the backend and bucket (or root) it talks to, never a credential
 
     def read(self, key: str) -> bytes:
         """The object's bytes. NotFound when missing."""

@@ -20,6 +20,12 @@ class Storage:
         self.adapter = adapter
         self.prefix = prefix
 
+    @property
+    def identity(self) -> str:
+        """Where this storage's objects live (backend, bucket, prefix): two storages with
+        the same identity hold the same objects."""
+        return f"{self.adapter.location}/{self.prefix}"
+
     def __repr__(self) -> str:
         return f"Storage({self.name!r}, {type(self.adapter).__name__}, prefix={self.prefix!r})"
 

@@ -26,6 +26,7 @@ _COPY_CHUNK = 1024 * 1024
 class LocalAdapter:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.location = f"file://{root.resolve()}"  # what tells two roots apart
 
     def _path(self, key: str) -> Path:
         return self.root / key
