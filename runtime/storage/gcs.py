@@ -20,6 +20,7 @@ class GcsAdapter:
     def __init__(self, client: Any, bucket: str) -> None:
         self.client = client
         self.bucket = client.bucket(bucket)
+        self.location = f"gs://{bucket}"  # what tells two buckets apart
 
     def read(self, key: str) -> bytes:
         try:

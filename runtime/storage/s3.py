@@ -55,6 +55,8 @@ class S3Adapter:
         self.client = client
         self.bucket = bucket
         self.credentials = credentials  # how the client authenticates, for doctor and tests
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None) or "aws"
+        self.location = f"s3://{bucket}@{endpoint}"  # what tells two buckets apart
 
     def read(self, key: str) -> bytes:
         with self.open(key) as stream:
@@ -68,7 +70,9 @@ class S3Adapter:
     def get(self, key: str, if_none_match: str | None = None) -> Fetched:
         conditional = {"IfNoneMatch": f'"{if_none_match}"'} if if_none_match else {}
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key, **conditional)
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **conditional
+            )
         except ClientError as exc:
             if if_none_match and _status(exc) == 304:
                 return Fetched(info=None, stream=None)
@@ -80,6 +84,10 @@ class S3Adapter:
             size=response["ContentLength"],
             etag=response["ETag"].strip('"'),
             modified=response["LastModified"],
+            checksum=_full_object_checksum(response),
+            encryption="SSE-C"
+            if response.get("SSECustomerAlgorithm")
+            else response.get("ServerSideEncryption"),
         )
         stream = io.BufferedReader(_BodyStream(response["Body"]), buffer_size=_STREAM_CHUNK)
         return Fetched(info=info, stream=stream)
@@ -167,6 +175,18 @@ class _BodyStream(io.RawIOBase):
     def close(self) -> None:
         self._body.close()
         super().close()
+
+
+def _full_object_checksum(response: dict[str, Any]) -> str | None:
+    """S3's checksum of the whole body, if the GET returned one (a multipart object's
+    COMPOSITE checksum is a checksum of part checksums: no use to a reader)."""
+    if response.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    for algorithm in ("CRC32", "CRC32C", "SHA1", "SHA256"):
+        value = response.get(f"Checksum{algorithm}")
+        if value and "-" not in value:  # older S3 answers "<value>-<parts>" for multipart
+            return f"{algorithm}:{value}"
+    return None
 
 
 def _status(exc: ClientError) -> int | None:
