@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from infra.cache_layout import cache_bounds, parse_quantity
+
 PROJECT = "satchel"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 # No `*`: in the policy's `arn:aws:s3:::BUCKET/PREFIX/*` it would be an IAM wildcard.
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.'()/-]*\Z")
+# A KMS key ARN: arn:PARTITION:kms:REGION:ACCOUNT:key/ID, ID a UUID or a multi-region `mrk-` id.
+_KMS_KEY_ARN = re.compile(
+    r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:key/"
+    r"(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\Z"
+)
+# Keys whose values may be set with `pulumi config set --secret`: they reach only the Kubernetes
+# provider, kept secret. Every other value appears in plain text in names, documents or the env.
+SECRET_CAPABLE_KEYS = frozenset({"satchel:kubeconfig", "satchel:kubeContext"})
 
 
 class ConfigKeyError(ValueError):
@@ -52,7 +62,17 @@ class StackConfig(BaseModel):
     )
     namespace: str = Field(default="packeton", description="Kubernetes namespace of the app")
     create_namespace: bool = Field(
-        default=False, alias="createNamespace", description="Create the namespace"
+        default=False,
+        alias="createNamespace",
+        description="Create the namespace (false: it must exist, e.g. from a Helm release)",
+    )
+    adopt_existing_objects: bool = Field(
+        default=False,
+        alias="adoptExistingObjects",
+        description=(
+            "Adopt a namespace or ServiceAccount that already exists in the cluster;"
+            " adopted objects are kept on destroy"
+        ),
     )
     service_account: str = Field(
         default="packeton",
@@ -174,6 +194,12 @@ class StackConfig(BaseModel):
             raise ValueError("must be a non-empty S3 key prefix such as 'packeton'")
         return value
 
+    @field_validator("app_cache_size_limit")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        parse_quantity(value)
+        return value
+
     @field_validator("oidc_issuer_url")
     @classmethod
     def _https_issuer(cls, value: str | None) -> str | None:
@@ -193,6 +219,47 @@ class StackConfig(BaseModel):
             raise ValueError("clusterName: pod-identity mode needs the EKS cluster name")
         if self.identity_mode == "irsa" and not (self.cluster_name or self.oidc_issuer_url):
             raise ValueError("clusterName: set clusterName or oidcIssuerUrl for irsa mode")
+        if not (self.cluster_name or self.kubeconfig):
+            # Else the Kubernetes provider takes whatever cluster the current kubectl context
+            # points at, which need not be the issuer's.
+            raise ValueError(
+                "clusterName: say which cluster gets the ServiceAccount and ConfigMap: set"
+                " clusterName (the EKS cluster), or kubeconfig (its contents or path, with"
+                " kubeContext if it holds several)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _room_for_the_caches(self) -> StackConfig:
+        try:
+            cache_bounds(self)
+        except ValueError as exc:
+            raise ValueError(f"appCacheSizeLimit: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _kms_key_in_the_buckets_region(self) -> StackConfig:
+        value = self.kms_key_arn
+        if value is None:
+            return self
+        if "alias/" in value:
+            raise ValueError(
+                "kmsKeyArn: an alias is refused: a policy on an alias ARN grants the alias, not"
+                " the key, so every PUT and GET would be AccessDenied; use the key's ARN"
+                " (aws kms describe-key --key-id alias/NAME --query KeyMetadata.Arn)"
+            )
+        match = _KMS_KEY_ARN.match(value)
+        if match is None:
+            raise ValueError(
+                "kmsKeyArn: must be a KMS key ARN, arn:aws:kms:REGION:ACCOUNT:key/ID (a bare key"
+                " id cannot go into the role's policy; aws kms describe-key --key-id ID"
+                " --query KeyMetadata.Arn prints the ARN)"
+            )
+        if match["region"] != self.region:
+            raise ValueError(
+                f"kmsKeyArn: the key is in {match['region']} but the bucket in {self.region}:"
+                " S3 encrypts only with a key of the bucket's region"
+            )
         return self
 
     @property
@@ -230,6 +297,17 @@ def parse_stack_config(values: Mapping[str, Any]) -> StackConfig:
             name, _, message = message.partition(": ")
             key = f"satchel:{name}"
         raise ConfigKeyError(f"{key}: {message}") from None
+
+
+def check_secret_keys(secret_keys: set[str] | frozenset[str]) -> None:
+    """Refuse `satchel:` keys set as secrets whose values the stack can't keep secret."""
+    for key in sorted(secret_keys):
+        if key.startswith(f"{PROJECT}:") and key not in SECRET_CAPABLE_KEYS:
+            raise ConfigKeyError(
+                f"{key}: is set as a secret, but its value ends up in plain text (resource"
+                " names, policies, the env or the outputs); set it without --secret (only"
+                f" {', '.join(sorted(SECRET_CAPABLE_KEYS))} may be secrets)"
+            )
 
 
 def load_stack_config(stack: str = "dev", root: Path = ROOT) -> StackConfig:

@@ -1,6 +1,7 @@
 """Stack outputs: the same keys from `pulumi up` and from the local target.
 
-`env` is exactly what the app's ConfigMap holds (the env contract plus AWS_REGION). It is
+`env` is exactly what the app's ConfigMap holds (the env contract plus AWS_REGION, and the
+bounds of the local caches it turns on, derived from the pod's volume sizes). It is
 checked with the runtime's own `load_settings`, so no stack can publish an env the app rejects.
 """
 
@@ -10,6 +11,7 @@ import json
 import shlex
 from typing import Any
 
+from infra.cache_layout import cache_bounds
 from infra.config import StackConfig
 from runtime import load_settings
 
@@ -50,6 +52,8 @@ def app_env(
         "MIRROR_METADATA_CACHE_DIR": config.mirror_metadata_cache_dir,
         "MIRROR_DIST_CACHE_DIR": config.mirror_dist_cache_dir,
         "AWS_REGION": config.region,
+        # Each cache's bound, so that the caches of a pod volume never outgrow its sizeLimit.
+        **cache_bounds(config),
     }
     load_settings(env)  # raises runtime.ConfigError if the runtime would refuse this env
     return env

@@ -7,13 +7,14 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 
 from infra.components.app import AppDeployment
 from infra.components.bucket import SecureBucket
 from infra.components.identity import AppIdentity
 from infra.components.kubernetes import AppKubernetes
-from infra.config import PROJECT, StackConfig, parse_stack_config
+from infra.config import PROJECT, StackConfig, check_secret_keys, parse_stack_config
+from infra.kube import kubernetes_provider
+from infra.lookups import check_pod_identity_agent, oidc_provider_arn
 from infra.outputs import OUTPUT_KEYS, app_env, stack_outputs
 
 
@@ -46,58 +47,39 @@ def _field_name(alias: str) -> str:
     return alias
 
 
-def kubeconfig_for_cluster(cluster: aws.eks.AwaitableGetClusterResult, region: str) -> str:
-    """A kubeconfig using `aws eks get-token`, as `aws eks update-kubeconfig` writes it."""
-    name = cluster.name
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": name,
-                    "cluster": {
-                        "server": cluster.endpoint,
-                        "certificate-authority-data": cluster.certificate_authorities[0].data,
-                    },
-                }
-            ],
-            "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-            "current-context": name,
-            "users": [
-                {
-                    "name": name,
-                    "user": {
-                        "exec": {
-                            "apiVersion": "client.authentication.k8s.io/v1beta1",
-                            "command": "aws",
-                            "args": [
-                                "eks",
-                                "get-token",
-                                "--cluster-name",
-                                name,
-                                "--region",
-                                region,
-                            ],
-                        }
-                    },
-                }
-            ],
-        }
-    )
+def secret_config_keys() -> frozenset[str]:
+    """Keys set with `pulumi config set --secret` (the language host lists them in
+    PULUMI_CONFIG_SECRET_KEYS; the SDK's own list is what tests and providers set)."""
+    raw = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    listed = set(pulumi.runtime.get_config_secret_keys_env())
+    return frozenset(listed | {key for key in raw if pulumi.runtime.is_config_secret(key)})
 
 
 def main() -> None:
-    config = parse_stack_config(read_pulumi_config())
+    raw = read_pulumi_config()
+    secret_keys = secret_config_keys()
+    check_secret_keys(secret_keys)
+    config = parse_stack_config(raw)
     stack = pulumi.get_stack()
     name = f"{PROJECT}-{stack}"
+    owner = f"{pulumi.get_organization()}/{pulumi.get_project()}/{stack}"
 
+    # Everything looked up first: a missing piece stops `up` before anything is made.
     identity_doc = aws.get_caller_identity()
     partition = aws.get_partition().partition
     cluster = aws.eks.get_cluster(name=config.cluster_name) if config.cluster_name else None
     issuer_url = config.oidc_issuer_url or (
         cluster.identities[0].oidcs[0].issuer if cluster is not None else None
     )
+    provider_arn = None
+    if config.identity_mode == "irsa":
+        assert issuer_url is not None
+        provider_arn = oidc_provider_arn(
+            config, issuer_url, account_id=identity_doc.account_id, owner=owner
+        )
+    else:
+        check_pod_identity_agent(config)
+    aws_config = {key: value for key, value in raw.items() if key.startswith("aws:")}
 
     storage = SecureBucket(f"{name}-storage", config)
     identity = AppIdentity(
@@ -105,15 +87,15 @@ def main() -> None:
         config,
         bucket_name=storage.bucket.bucket,
         issuer_url=issuer_url,
-        account_id=identity_doc.account_id,
+        oidc_provider_arn=provider_arn,
+        owner=owner,
         partition=partition,
     )
     env = storage.bucket.bucket.apply(lambda bucket: app_env(config, bucket))
 
-    kubeconfig = config.kubeconfig or (
-        kubeconfig_for_cluster(cluster, config.region) if cluster is not None else None
+    provider = kubernetes_provider(
+        f"{name}-k8s", config, cluster=cluster, aws_config=aws_config, secret_keys=secret_keys
     )
-    provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, context=config.kube_context)
     kubernetes = AppKubernetes(
         f"{name}-k8s-app", config, provider=provider, role_arn=identity.role_arn, env=env
     )
@@ -124,6 +106,9 @@ def main() -> None:
             provider=provider,
             service_account=kubernetes.service_account.metadata["name"],
             config_map=kubernetes.config_map.metadata["name"],
+            env=env,
+            depends_on=[kubernetes.config_map]
+            + ([identity.pod_identity] if identity.pod_identity is not None else []),
         )
 
     outputs = pulumi.Output.all(

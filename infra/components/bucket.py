@@ -29,7 +29,13 @@ def tls_only_policy(bucket_arn: str) -> dict[str, Any]:
 
 
 class SecureBucket(pulumi.ComponentResource):
-    """Owner-enforced, private, encrypted (SSE-S3 or SSE-KMS), versioned, TLS-only."""
+    """Owner-enforced, private, encrypted (SSE-S3 or SSE-KMS), versioned, TLS-only.
+
+    Without `forceDestroy` the bucket is kept on `pulumi destroy` (and on a replacement): a
+    versioned bucket in use is never empty, and S3 would refuse to delete it anyway. Its
+    protections are `deleted_with` it, so a destroy never strips them off a bucket that stays
+    (they go with the bucket when it is deleted, and stay with it when it is kept).
+    """
 
     bucket: aws.s3.Bucket
 
@@ -37,7 +43,6 @@ class SecureBucket(pulumi.ComponentResource):
         self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("satchel:index:SecureBucket", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         naming: dict[str, Any] = (
             {"bucket": config.bucket_name}
             if config.bucket_name
@@ -47,10 +52,11 @@ class SecureBucket(pulumi.ComponentResource):
             f"{name}-bucket",
             force_destroy=config.force_destroy,
             tags=config.tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=not config.force_destroy),
             **naming,
         )
         bucket_id = self.bucket.id
+        child = pulumi.ResourceOptions(parent=self, deleted_with=self.bucket)
         # ACLs off: the bucket owner owns every object, and writes with an ACL are refused.
         ownership = aws.s3.BucketOwnershipControls(
             f"{name}-ownership",
@@ -92,6 +98,14 @@ class SecureBucket(pulumi.ComponentResource):
                     },
                 },
                 {
+                    # A delete on a versioned bucket leaves a marker; once its noncurrent
+                    # versions expired, the marker alone would stay (and slow listings).
+                    "id": "expire-delete-markers",
+                    "status": "Enabled",
+                    "filter": {},
+                    "expiration": {"expired_object_delete_marker": True},
+                },
+                {
                     "id": "abort-incomplete-multipart-uploads",
                     "status": "Enabled",
                     "filter": {},
@@ -99,14 +113,18 @@ class SecureBucket(pulumi.ComponentResource):
                 },
             ],
             # S3 rejects lifecycle changes racing a versioning change on a new bucket.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[versioning])
+            ),
         )
         # After the public access block: a policy applied first could be briefly "public".
         self.policy = aws.s3.BucketPolicy(
             f"{name}-tls-only",
             bucket=bucket_id,
             policy=self.bucket.arn.apply(lambda arn: json.dumps(tls_only_policy(arn))),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_block, ownership]),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[public_block, ownership])
+            ),
         )
         self.register_outputs({"bucketName": self.bucket.bucket, "bucketArn": self.bucket.arn})
 

@@ -1,8 +1,10 @@
 """`satchel:index:AppIdentity`: the IAM role the app's pods assume, and its storage policy.
 
-irsa: a role trusting the cluster's OIDC provider for exactly one service account (and the
-provider itself when asked to create it). pod-identity: a role trusting the EKS pods service
-and a PodIdentityAssociation for the same service account.
+irsa: a role trusting the cluster's IAM OIDC provider for exactly one service account. The
+provider is the cluster's, shared by every IRSA role on it: the program looks it up
+(infra/lookups.py) and passes its ARN; only with `createOidcProvider` does this component
+create it, tagged with the stack and kept on destroy. pod-identity: a role trusting the EKS
+pods service and a PodIdentityAssociation for the same service account.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from infra.config import StackConfig
 from infra.policies import (
     STS_AUDIENCE,
     TrustSpec,
-    oidc_provider_arn,
     permission_policy,
     pod_identity_trust_policy,
     trust_policy,
 )
 
+# On a provider this stack created: which stack owns it (infra/lookups.py reads it back).
+OWNER_TAG = "satchel:stack"
+
 
 class AppIdentity(pulumi.ComponentResource):
     role: aws.iam.Role
     role_arn: pulumi.Output[str]  # resolves only once the policy is attached
+    pod_identity: aws.eks.PodIdentityAssociation | None
 
     def __init__(
         self,
@@ -33,17 +38,21 @@ class AppIdentity(pulumi.ComponentResource):
         config: StackConfig,
         *,
         bucket_name: pulumi.Input[str],
-        issuer_url: pulumi.Input[str] | None,
-        account_id: pulumi.Input[str],
+        issuer_url: str | None,
+        oidc_provider_arn: str | None,
+        owner: str,
         partition: str = "aws",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`oidc_provider_arn`: the cluster's existing provider, or None to create it
+        (`createOidcProvider`); `owner`: the stack's name for the provider's owner tag."""
         super().__init__("satchel:index:AppIdentity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        self.pod_identity = None
 
         if config.identity_mode == "irsa":
             assert issuer_url is not None
-            trust = self._irsa_trust(name, config, issuer_url, account_id, partition)
+            trust = self._irsa_trust(name, config, issuer_url, oidc_provider_arn, owner)
         else:
             trust = pulumi.Output.from_input(json.dumps(pod_identity_trust_policy()))
 
@@ -80,17 +89,16 @@ class AppIdentity(pulumi.ComponentResource):
         depends: list[pulumi.CustomResource] = [attachment]
         if config.identity_mode == "pod-identity":
             assert config.cluster_name is not None
-            depends.append(
-                aws.eks.PodIdentityAssociation(
-                    f"{name}-pod-identity",
-                    cluster_name=config.cluster_name,
-                    namespace=config.namespace,
-                    service_account=config.service_account,
-                    role_arn=self.role.arn,
-                    tags=config.tags,
-                    opts=child,
-                )
+            self.pod_identity = aws.eks.PodIdentityAssociation(
+                f"{name}-pod-identity",
+                cluster_name=config.cluster_name,
+                namespace=config.namespace,
+                service_account=config.service_account,
+                role_arn=self.role.arn,
+                tags=config.tags,
+                opts=child,
             )
+            depends.append(self.pod_identity)
         # Pods must not get the ARN before the role can do anything.
         self.role_arn = pulumi.Output.all(
             self.role.arn, *[resource.id for resource in depends]
@@ -101,24 +109,24 @@ class AppIdentity(pulumi.ComponentResource):
         self,
         name: str,
         config: StackConfig,
-        issuer_url: pulumi.Input[str],
-        account_id: pulumi.Input[str],
-        partition: str,
+        issuer_url: str,
+        existing_provider_arn: str | None,
+        owner: str,
     ) -> pulumi.Output[str]:
         issuer = pulumi.Output.from_input(issuer_url)
-        if config.create_oidc_provider:
+        if existing_provider_arn is None:
             provider = aws.iam.OpenIdConnectProvider(
                 f"{name}-oidc-provider",
                 url=issuer,
                 client_id_lists=[STS_AUDIENCE],
-                tags=config.tags,
-                opts=pulumi.ResourceOptions(parent=self),
+                tags={**config.tags, OWNER_TAG: owner},
+                # The cluster's provider serves every IRSA role on it: destroying this stack
+                # must not break the others. `pulumi destroy` leaves it in the account.
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
             )
             provider_arn: pulumi.Output[str] = provider.arn
         else:
-            provider_arn = pulumi.Output.all(issuer, account_id).apply(
-                lambda v: oidc_provider_arn(str(v[0]), str(v[1]), partition)
-            )
+            provider_arn = pulumi.Output.from_input(existing_provider_arn)
 
         def render(values: list[str]) -> str:
             spec = TrustSpec(

@@ -1,4 +1,10 @@
-"""`satchel:index:AppKubernetes`: the app's namespace, ServiceAccount and env ConfigMap."""
+"""`satchel:index:AppKubernetes`: the app's namespace, ServiceAccount and env ConfigMap.
+
+The namespace is created only with `createNamespace` (it usually exists, with more in it than
+this stack's objects). With `adoptExistingObjects` (and the provider's upsert) an existing
+namespace or ServiceAccount is taken over instead of failing with AlreadyExists, and kept on
+destroy: it was there before this stack and may still be used by others.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +29,16 @@ class AppKubernetes(pulumi.ComponentResource):
     ) -> None:
         super().__init__("satchel:index:AppKubernetes", name, None, opts)
         labels = {"app.kubernetes.io/name": "satchel", "app.kubernetes.io/managed-by": "pulumi"}
+        adopted = config.adopt_existing_objects
         depends: list[pulumi.Resource] = []
         if config.create_namespace:
             depends.append(
                 k8s.core.v1.Namespace(
                     f"{name}-namespace",
                     metadata={"name": config.namespace, "labels": labels},
-                    opts=pulumi.ResourceOptions(parent=self, provider=provider),
+                    opts=pulumi.ResourceOptions(
+                        parent=self, provider=provider, retain_on_delete=adopted
+                    ),
                 )
             )
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends)
@@ -42,7 +51,9 @@ class AppKubernetes(pulumi.ComponentResource):
                 "labels": labels,
                 "annotations": annotations,
             },
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(retain_on_delete=adopted)
+            ),
         )
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-env",

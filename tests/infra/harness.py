@@ -2,8 +2,10 @@
 
 The language host chdirs into `infra/` (Pulumi.yaml's `main`) and runs it with runpy; we do
 the same with the committed `Pulumi.<stack>.yaml` flattened into the config. Resources are
-recorded as registered (mocks never reject duplicate names, so we do), data sources answer
-from fixed fixtures, and unknown calls fail.
+recorded as registered (mocks never reject duplicate names, so we do), with the options the
+engine would see (dependencies, protect, retainOnDelete, deletedWith) and which inputs travel
+as secrets; data sources answer from fixtures a test may change (the cluster's IAM OIDC
+providers, its add-ons), and unknown calls fail.
 """
 
 from __future__ import annotations
@@ -18,16 +20,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
+from google.protobuf import struct_pb2
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # pulumi_aws's *V2 classes
     import pulumi
     import pulumi_aws  # noqa: F401  (imported once here, under the filter)
+    from pulumi.runtime import mocks as pulumi_mocks
+    from pulumi.runtime import rpc
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT_ID = "123456789012"
 ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B716D3041E"
+
+
+OIDC_PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{ISSUER.removeprefix('https://')}"
+OIDC_LOOKUP = "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider"
+ADDON_LOOKUP = "aws:eks/getAddon:getAddon"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the engine receives besides the inputs (the mocks' new_resource never sees it)."""
+
+    dependencies: tuple[str, ...] = ()  # names of the resources this one waits for
+    protect: bool = False
+    retain_on_delete: bool = False
+    deleted_with: str = ""  # name of the resource it is deleted with, if any
+    secret_inputs: frozenset[str] = frozenset()  # top-level inputs sent as secrets
+    secret_values: tuple[tuple[str, Any], ...] = ()  # their values, unwrapped
 
 
 @dataclass
@@ -36,22 +59,103 @@ class Resource:
     name: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    options: Options = field(default_factory=Options)
+
+
+class InvokeError(grpc.RpcError):
+    """A data source's failure as the engine returns it: a gRPC error, which the SDK raises
+    as `Exception("invoke of TOKEN failed: DETAILS")` in the program (a plain exception
+    from `Mocks.call` would count as a crash of the SDK instead)."""
+
+    def __init__(self, token: str, details: str) -> None:
+        super().__init__(details)
+        self._details = f"invocation of {token} returned an error: {details}"
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self) -> str:
+        return self._details
+
+
+def _name_of(urn: str) -> str:
+    return urn.rpartition("::")[2]
+
+
+def _secret_inputs(obj: struct_pb2.Struct) -> frozenset[str]:
+    return frozenset(
+        key
+        for key, value in obj.fields.items()
+        if value.HasField("struct_value")
+        and value.struct_value.fields.get(rpc._special_sig_key) is not None
+        and value.struct_value.fields[rpc._special_sig_key].string_value == rpc._special_secret_sig
+    )
+
+
+def _options(request: Any) -> Options:
+    secret = _secret_inputs(request.object)
+    return Options(
+        dependencies=tuple(_name_of(urn) for urn in request.dependencies),
+        protect=bool(request.protect),
+        retain_on_delete=bool(request.retainOnDelete),
+        deleted_with=_name_of(request.deletedWith) if request.deletedWith else "",
+        secret_inputs=secret,
+        secret_values=tuple(
+            (key, rpc.deserialize_property(request.object.fields[key].struct_value["value"]))
+            for key in sorted(secret)
+        ),
+    )
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
+    """`oidc_providers`: url -> provider (arn, clientIdLists, tags), as IAM lists them;
+    `addons`: the cluster's EKS add-ons by name."""
+
     def __init__(self) -> None:
         self.resources: list[Resource] = []
         self.calls: list[str] = []
+        self.call_args: dict[str, dict[str, Any]] = {}
+        self.pending: dict[tuple[str, str], Options] = {}
+        self.oidc_providers: dict[str, dict[str, Any]] = {
+            ISSUER: {"arn": OIDC_PROVIDER_ARN, "clientIdLists": ["sts.amazonaws.com"], "tags": {}}
+        }
+        self.addons: set[str] = {"eks-pod-identity-agent"}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         if any(r.name == args.name and r.type == args.typ for r in self.resources):
             raise AssertionError(f"duplicate resource name {args.typ} {args.name}")
         outputs = {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
-        self.resources.append(Resource(args.typ, args.name, dict(args.inputs), outputs))
+        options = self.pending.pop((args.typ, args.name), Options())
+        # The mocks hand a provider's secret inputs over as the text of the wrapper: unwrap.
+        inputs = {**args.inputs, **dict(options.secret_values)}
+        self.resources.append(Resource(args.typ, args.name, inputs, outputs, options))
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
         self.calls.append(args.token)
+        self.call_args[args.token] = dict(args.args)
+        if args.token == OIDC_LOOKUP:
+            # Like the provider's data source: https:// or not, the URL names one provider.
+            url = "https://" + str(args.args["url"]).removeprefix("https://")
+            found = self.oidc_providers.get(url)
+            if found is None:
+                raise InvokeError(args.token, "reading IAM OIDC Provider: couldn't find resource")
+            return {**found, "url": url.removeprefix("https://"), "id": found["arn"]}, []
+        if args.token == ADDON_LOOKUP:
+            name = args.args["addonName"]
+            if name not in self.addons:
+                raise InvokeError(
+                    args.token,
+                    f"reading EKS Add-On ({args.args['clusterName']}:{name}): couldn't find"
+                    " resource",
+                )
+            return {
+                "addonName": name,
+                "clusterName": args.args["clusterName"],
+                "addonVersion": "v1.3.4-eksbuild.1",
+                "arn": f"arn:aws:eks:eu-west-1:{ACCOUNT_ID}:addon/x/{name}/y",
+                "id": f"{args.args['clusterName']}:{name}",
+            }, []
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT_ID,
@@ -96,6 +200,10 @@ class ProgramRun:
     def of_type(self, typ: str) -> list[Resource]:
         return [r for r in self.mocks.resources if r.type == typ]
 
+    def named(self, name: str) -> Resource:
+        (found,) = [r for r in self.mocks.resources if r.name == name]
+        return found
+
     def one(self, typ: str) -> Resource:
         found = self.of_type(typ)
         assert len(found) == 1, f"expected one {typ}, got {[r.name for r in found]}"
@@ -136,15 +244,32 @@ def _in_directory(path: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def run_program(config: dict[str, Any], stack: str = "dev") -> ProgramRun:
-    """Run `infra/` under mocks with this config; return resources and resolved outputs."""
-    mocks = RecordingMocks()
+def run_program(
+    config: dict[str, Any],
+    stack: str = "dev",
+    *,
+    secret_keys: tuple[str, ...] = (),
+    mocks: RecordingMocks | None = None,
+) -> ProgramRun:
+    """Run `infra/` under mocks with this config; return resources and resolved outputs.
+
+    `secret_keys`: config keys set with `pulumi config set --secret`, handed over the way the
+    language host does (PULUMI_CONFIG_SECRET_KEYS)."""
+    mocks = mocks or RecordingMocks()
     run = ProgramRun(mocks)
     exported: dict[str, Any] = {}
-    pulumi.runtime.set_all_config(flatten(config))
+    pulumi.runtime.set_all_config(flatten(config), list(secret_keys))
     pulumi.runtime.set_mocks(mocks, project="satchel", stack=stack, preview=False)
     original_export = pulumi.export
     pulumi.export = lambda name, value: exported.__setitem__(name, value)  # type: ignore[assignment]
+    original_register = pulumi_mocks.MockMonitor.RegisterResource
+
+    def register(monitor: Any, request: Any) -> Any:
+        if request.type != "pulumi:pulumi:Stack":
+            mocks.pending[(request.type, request.name)] = _options(request)
+        return original_register(monitor, request)
+
+    pulumi_mocks.MockMonitor.RegisterResource = register  # type: ignore[method-assign]
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> Any:
@@ -160,5 +285,6 @@ def run_program(config: dict[str, Any], stack: str = "dev") -> ProgramRun:
         program()
     finally:
         pulumi.export = original_export  # type: ignore[assignment]
-        pulumi.runtime.set_all_config({})
+        pulumi_mocks.MockMonitor.RegisterResource = original_register  # type: ignore[method-assign]
+        pulumi.runtime.set_all_config({}, [])
     return run

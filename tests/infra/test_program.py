@@ -14,6 +14,7 @@ from tests.infra.harness import (
     ACCOUNT_ID,
     ISSUER,
     ProgramRun,
+    RecordingMocks,
     run_program,
     stack_config_with,
     stack_file_config,
@@ -143,7 +144,6 @@ def test_the_service_account_is_annotated_with_the_role_and_the_configmap_holds_
     }
     config_map = dev.one("kubernetes:core/v1:ConfigMap")
     assert config_map.inputs["data"] == dev.outputs["env"]
-    assert dev.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"] == "packeton"
 
 
 def test_kubernetes_objects_use_an_explicit_provider_built_from_the_cluster(
@@ -187,13 +187,16 @@ def test_pod_identity_mode_trusts_the_eks_pods_service_and_associates_the_accoun
 
 
 def test_an_explicit_issuer_and_a_created_provider_need_no_cluster_lookup() -> None:
+    mocks = RecordingMocks()
+    mocks.oidc_providers.clear()
     run = run_program(
         _with(
             clusterName=None,
             oidcIssuerUrl=ISSUER,
             createOidcProvider=True,
             kubeconfig="apiVersion: v1\nkind: Config\n",
-        )
+        ),
+        mocks=mocks,
     )
     assert "aws:eks/getCluster:getCluster" not in run.mocks.calls
     provider = run.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
@@ -229,9 +232,10 @@ def test_a_generated_bucket_name_flows_into_every_document_and_output() -> None:
     assert policy["Statement"][0]["Resource"] == f"arn:aws:s3:::{name}"
 
 
-def test_no_namespace_is_created_unless_asked() -> None:
-    run = run_program(_with(createNamespace=False))
-    assert not run.of_type("kubernetes:core/v1:Namespace")
+def test_no_namespace_is_created_unless_asked(dev: ProgramRun) -> None:
+    assert not dev.of_type("kubernetes:core/v1:Namespace")
+    run = run_program(_with(createNamespace=True))
+    assert run.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"] == "packeton"
 
 
 def test_the_app_is_not_deployed_unless_asked(dev: ProgramRun) -> None:
