@@ -62,7 +62,8 @@ def main() -> None:
     config = parse_stack_config(raw)
     stack = pulumi.get_stack()
     name = f"{PROJECT}-{stack}"
-    owner = f"{pulumi.get_organization()}/{pulumi.get_project()}/{stack}"
+    # The stack's fully qualified name (a diy backend's organization is "organization").
+    owner = f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{stack}"
 
     # Everything looked up first: a missing piece stops `up` before anything is made.
     identity_doc = aws.get_caller_identity()

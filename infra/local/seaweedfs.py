@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class SeaweedFS:
 
     def __post_init__(self) -> None:
         if not self.ports:
-            names = ("master", "volume", "filer", "s3", "admin")
+            names = ("master", "volume", "filer", "s3", "admin", "metrics")
             self.ports = dict(zip(names, free_port_pairs(len(names)), strict=True))
 
     @property
@@ -97,6 +98,8 @@ class SeaweedFS:
             f"-filer.port={p['filer']}",
             f"-s3.port={p['s3']}",
             f"-admin.port={p['admin']}",
+            "-metricsIp=127.0.0.1",
+            f"-metricsPort={p['metrics']}",
             "-admin.ui=false",
             "-webdav=false",
             "-s3.port.iceberg=0",
@@ -156,6 +159,17 @@ class SeaweedFS:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def s3_requests(self, kind: str = "GET") -> int:
+        """S3 requests the server has answered since it started, of one type (a HEAD counts
+        as GET): its own Prometheus counter, whatever process sent them."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['metrics']}/metrics") as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("SeaweedFS_s3_request_total{") and f'type="{kind}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
 
     def admin_client(self, *, retries: int = 2) -> Any:
         return boto3.client(

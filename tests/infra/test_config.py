@@ -14,6 +14,8 @@ from infra.config import ROOT, ConfigKeyError, StackConfig, load_stack_config, p
 from tests.infra import harness
 from tests.infra.harness import run_program, stack_file_config
 
+KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+
 # Pulumi's project config types (https://www.pulumi.com/docs/iac/concepts/projects/project-file/).
 PULUMI_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array"}
 
@@ -195,7 +197,72 @@ BAD_CONFIGS = [
         id="pod-identity-without-cluster",
     ),
     pytest.param({"aws:region": None}, "aws:region", "required", id="no-region"),
+    pytest.param(
+        {"clusterName": None, "oidcIssuerUrl": "https://oidc.example.com/id/X"},
+        "satchel:clusterName",
+        "say which cluster gets the ServiceAccount",
+        id="issuer-without-a-cluster-to-deploy-to",
+    ),
+    pytest.param(
+        {"kmsKeyArn": "arn:aws:kms:eu-west-1:123456789012:alias/packeton"},
+        "satchel:kmsKeyArn",
+        "an alias is refused: a policy on an alias ARN grants the alias, not the key",
+        id="kms-alias-arn",
+    ),
+    pytest.param(
+        {"kmsKeyArn": "alias/packeton"}, "satchel:kmsKeyArn", "alias is refused", id="kms-alias"
+    ),
+    pytest.param(
+        {"kmsKeyArn": KEY_ID},
+        "satchel:kmsKeyArn",
+        "a bare key id cannot go into the role's policy",
+        id="kms-bare-key-id",
+    ),
+    pytest.param(
+        {"kmsKeyArn": f"arn:aws:kms:us-east-1:123456789012:key/{KEY_ID}"},
+        "satchel:kmsKeyArn",
+        "the key is in us-east-1 but the bucket in eu-west-1",
+        id="kms-key-of-another-region",
+    ),
+    pytest.param(
+        {"kmsKeyArn": "arn:aws:kms:eu-west-1:123456789012:key/*"},
+        "satchel:kmsKeyArn",
+        "must be a KMS key ARN",
+        id="kms-wildcard",
+    ),
+    pytest.param(
+        {"appCacheSizeLimit": "lots"},
+        "satchel:appCacheSizeLimit",
+        "Kubernetes quantity",
+        id="size-limit-not-a-quantity",
+    ),
 ]
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        f"arn:aws:kms:eu-west-1:123456789012:key/{KEY_ID}",
+        "arn:aws:kms:eu-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+    ],
+)
+def test_a_key_arn_of_the_buckets_region_is_accepted(arn: str) -> None:
+    assert parse_stack_config(_changed(kmsKeyArn=arn)).kms_key_arn == arn
+
+
+def test_a_kubeconfig_alone_says_which_cluster() -> None:
+    config = parse_stack_config(
+        _changed(clusterName=None, oidcIssuerUrl="https://oidc.example.com/id/X", kubeconfig="k")
+    )
+    assert config.cluster_name is None
+
+
+def test_a_secret_the_stack_cannot_keep_secret_is_refused_before_any_resource() -> None:
+    mocks = harness.RecordingMocks()
+    with pytest.raises(ConfigKeyError, match=r"^satchel:bucketName: is set as a secret") as exc:
+        run_program(_changed(), secret_keys=("satchel:bucketName",), mocks=mocks)
+    assert "packeton-dev-storage" not in str(exc.value)  # the value itself is never shown
+    assert mocks.resources == [] and mocks.calls == []
 
 
 @pytest.mark.parametrize(("changes", "key", "reason"), BAD_CONFIGS)

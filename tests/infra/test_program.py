@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 import runtime
+from infra.components.app import ENV_HASH_ANNOTATION, env_hash
 from infra.outputs import OUTPUT_KEYS
+from runtime.app.health import PROBE_TIMEOUT
 from tests.infra.harness import (
     ACCOUNT_ID,
     ISSUER,
@@ -286,3 +288,97 @@ def test_cache_dirs_outside_tmp_get_their_own_volumes() -> None:
 def test_deploying_the_app_without_an_image_is_a_config_error() -> None:
     with pytest.raises(Exception, match="satchel:appImage: deployApp needs"):
         run_program(_with(deployApp=True))
+
+
+# What the mocks used not to see: a real destroy, a real rollout, a real admission check
+
+
+BUCKET_PROTECTIONS = (
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketVersioning:BucketVersioning",
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+    "aws:s3/bucketPolicy:BucketPolicy",
+)
+
+
+def test_destroy_keeps_a_bucket_without_force_destroy_and_never_strips_its_protections(
+    dev: ProgramRun,
+) -> None:
+    bucket = dev.one("aws:s3/bucket:Bucket")
+    assert bucket.options.retain_on_delete is True
+    for typ in BUCKET_PROTECTIONS:
+        assert dev.one(typ).options.deleted_with == bucket.name, typ
+
+
+def test_force_destroy_lets_destroy_delete_the_bucket_with_its_protections() -> None:
+    run = run_program(_with(forceDestroy=True))
+    bucket = run.one("aws:s3/bucket:Bucket")
+    assert bucket.inputs["forceDestroy"] is True
+    assert bucket.options.retain_on_delete is False
+    for typ in BUCKET_PROTECTIONS:
+        assert run.one(typ).options.deleted_with == bucket.name, typ
+
+
+def test_delete_markers_left_alone_expire(dev: ProgramRun) -> None:
+    lifecycle = dev.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    rules = {rule["id"]: rule for rule in lifecycle.inputs["rules"]}
+    marker = rules["expire-delete-markers"]
+    assert marker["status"] == "Enabled"
+    assert marker["filter"] == {}
+    assert marker["expiration"] == {"expiredObjectDeleteMarker": True}
+
+
+def _deployment(**changes: Any) -> ProgramRun:
+    return run_program(_with(deployApp=True, appImage="registry.example/satchel:1.0", **changes))
+
+
+def test_a_change_of_the_env_rolls_the_deployment() -> None:
+    before = _deployment()
+    after = _deployment(mirrorMetaPrefix="mirror-meta-v2")
+    hashes = []
+    for run in (before, after):
+        template = run.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]
+        annotation = template["metadata"]["annotations"][ENV_HASH_ANNOTATION]
+        assert annotation == env_hash(run.outputs["env"])
+        hashes.append(annotation)
+    assert hashes[0] != hashes[1]
+    # The ConfigMap keeps its name (others' pods refer to it) and exists before the pods.
+    deployment = before.one("kubernetes:apps/v1:Deployment")
+    config_map = before.one("kubernetes:core/v1:ConfigMap")
+    assert config_map.inputs["metadata"]["name"] == "packeton-env"
+    assert config_map.name in deployment.options.dependencies
+
+
+def test_in_pod_identity_mode_no_pod_starts_before_the_association() -> None:
+    run = _deployment(identityMode="pod-identity")
+    association = run.one("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    deployment = run.one("kubernetes:apps/v1:Deployment")
+    assert association.name in deployment.options.dependencies
+
+
+def test_the_pods_meet_the_restricted_pod_security_standard() -> None:
+    pod = _deployment().one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # Numeric, as the image's USER: kubelet can check runAsNonRoot only against a number.
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    for volume in pod["volumes"]:
+        assert set(volume) == {"name", "emptyDir"}  # no hostPath
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsNonRoot"] is True
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not context.get("privileged")
+    assert all("hostPort" not in port for port in container["ports"])
+
+
+def test_the_probes_wait_longer_than_the_apps_own_storage_check() -> None:
+    pod = _deployment().one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["timeoutSeconds"] > PROBE_TIMEOUT, probe
