@@ -3,8 +3,9 @@
 A document is served from, in order: this worker's hot cache, the mirror store (when its
 upstream answer is younger than the TTL), or the upstream. After the TTL, one conditional
 request per document and worker: a 304 only restarts the clock (nothing is written); a 200
-is rewritten and stored, document first, then its state. If the upstream fails, the stored
-copy is served however old (stale-if-error) and the upstream is retried after a pause.
+is rewritten and stored, document first, then its state. If the upstream fails in any way
+(unreachable, 5xx, a redirect loop, an undecodable or unreadable body, an invalid URL), the
+stored copy is served however old (stale-if-error) and the upstream is retried after a pause.
 A 404 from the upstream is remembered for the negative TTL.
 """
 
@@ -32,7 +33,7 @@ from runtime.app.composer import (
 )
 from runtime.app.config import ServeConfig
 from runtime.app.state import UpstreamState, document_key, state_key
-from runtime.app.upstream import UpstreamClient, UpstreamError, Validators
+from runtime.app.upstream import UpstreamClient, UpstreamError, Validators, safe_url
 from runtime.mirror import MetadataEntry, MirrorStore
 
 log = logging.getLogger("satchel.mirror")
@@ -184,7 +185,7 @@ class Documents:
             url = await self._upstream_url(alias, path)
             answer = await self.upstream.fetch(url, validators)
             if answer.status == 304 and validators is None:
-                raise UpstreamError(f"{url} answered 304 to an unconditional request")
+                raise UpstreamError(f"{safe_url(url)} answered 304 to an unconditional request")
             if answer.status == 200:  # parsing a big p2 file would stall the event loop
                 body, dists = await to_thread.run_sync(self._transform, alias, path, answer.body)
         except (UpstreamError, UpstreamUnavailable, ValueError) as exc:
@@ -207,11 +208,15 @@ class Documents:
         return Lookup(fresh, "miss" if doc is None else "refreshed")
 
     def _transform(self, alias: str, path: str, body: bytes) -> tuple[bytes, dict[str, Dist]]:
-        if path == ROOT:
-            upstream = self.config.upstream(alias)
-            assert upstream is not None
-            return parse_upstream_root(upstream.url, body), {}
-        return rewrite_p2(alias, body)
+        """The stored form of an upstream body; ValueError for any body it cannot read."""
+        try:
+            if path == ROOT:
+                upstream = self.config.upstream(alias)
+                assert upstream is not None
+                return parse_upstream_root(upstream.url, body), {}
+            return rewrite_p2(alias, body)
+        except RecursionError:  # JSON nested deeper than the parser goes
+            raise ValueError("the upstream document is nested too deeply to parse") from None
 
     def _store(
         self,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from infra.local.composer_repo import ComposerRepo
@@ -74,3 +78,54 @@ def test_a_download_is_checked_against_its_shasum(repo: ComposerRepo) -> None:
     with pytest.raises(UpstreamError, match="SHA-1"):
         run(lambda c: c.download(url, io.BytesIO(), "0" * 40), Clock())
     assert run(lambda c: c.download(f"{url}.gone", io.BytesIO(), None), Clock()) is False
+
+
+@pytest.fixture
+def slow_server() -> Iterator[str]:
+    """An upstream whose /slow answers after half a second, and anything else at once."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/slow":
+                time.sleep(0.5)
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_exhausted_local_pool_fails_fast_and_does_not_pause_the_host(slow_server: str) -> None:
+    async def sleep(seconds: float) -> None:
+        pass
+
+    async def main() -> tuple[str, int]:
+        one_connection = httpx.AsyncClient(
+            timeout=httpx.Timeout(5, pool=0.1), limits=httpx.Limits(max_connections=1)
+        )
+        async with one_connection as http:
+            client = UpstreamClient(http, retries=2, sleep=sleep, clock=Clock())
+            slow = asyncio.ensure_future(client.fetch(f"{slow_server}/slow"))
+            await asyncio.sleep(0.05)  # the slow request holds the only connection
+            with pytest.raises(UpstreamError, match="pool") as busy:
+                await client.fetch(f"{slow_server}/fast")
+            await slow
+            # The pool is ours: the host was never at fault and is asked again at once.
+            return str(busy.value), (await client.fetch(f"{slow_server}/fast")).status
+
+    loop = asyncio.new_event_loop()
+    try:
+        message, status = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert "the host was not asked" in message and status == 200
