@@ -3,11 +3,22 @@ at the client boundary, as flysystem's suites do)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import os
+import secrets
+import zipfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import google_crc32c
+import pytest
+
+from infra.local.seaweedfs import SeaweedFS
+from runtime import load_settings, open_storages
+from runtime.archives import ArchiveCache
 from runtime.mirror.filecache import FileCache
 from runtime.mirror.stats import MirrorStats
 from runtime.storage import Fetched, ObjectInfo, Storage
@@ -20,13 +31,19 @@ class _Backend:
 
     location = "test://backend"
 
-    def __init__(self, etag: str) -> None:
+    def __init__(
+        self, etag: str, *, encryption: str | None = None, checksum: str | None = None
+    ) -> None:
         self.etag = etag
+        self.encryption = encryption
+        self.checksum = checksum
         self.gets = 0
 
     def get(self, key: str, if_none_match: str | None = None) -> Fetched:
         self.gets += 1
-        info = ObjectInfo(key, len(BODY), self.etag, datetime.now(UTC))
+        info = ObjectInfo(
+            key, len(BODY), self.etag, datetime.now(UTC), self.checksum, self.encryption
+        )
         return Fetched(info=info, stream=io.BytesIO(BODY))
 
 
@@ -57,3 +74,102 @@ def test_a_multipart_etag_is_checked_by_length_only(tmp_path: Path) -> None:
     cache = _cache(backend, tmp_path)
     cache.open("a.zip").read()
     assert cache.disk_usage() == (1, cache.entry_size("a.zip", len(BODY)))
+
+
+@pytest.mark.parametrize("encryption", ["aws:kms", "aws:kms:dsse", "SSE-C"])
+def test_a_kms_etag_is_never_taken_for_an_md5(tmp_path: Path, encryption: str) -> None:
+    # SSE-KMS, DSSE-KMS and SSE-C ETags are 32 hex digits but no digest of the body.
+    backend = _Backend(secrets.token_hex(16), encryption=encryption)
+    cache = _cache(backend, tmp_path)
+    for _ in range(3):
+        assert cache.open("a.zip").read() == BODY
+    assert backend.gets == 1  # filled on the first read, hits after
+    assert cache.stats.snapshot()["dist_hits"] == 2
+
+
+def test_an_sse_s3_etag_is_still_checked_as_an_md5(tmp_path: Path) -> None:
+    backend = _Backend("0" * 32, encryption="AES256")
+    cache = _cache(backend, tmp_path)
+    cache.open("a.zip").read()
+    assert cache.disk_usage() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "digest"),
+    [
+        ("CRC32", zlib.crc32(BODY).to_bytes(4, "big")),
+        ("CRC32C", google_crc32c.value(BODY).to_bytes(4, "big")),
+        ("SHA1", hashlib.sha1(BODY).digest()),
+        ("SHA256", hashlib.sha256(BODY).digest()),
+    ],
+)
+def test_the_objects_own_checksum_is_checked_before_its_etag(
+    tmp_path: Path, algorithm: str, digest: bytes
+) -> None:
+    right = f"{algorithm}:{base64.b64encode(digest).decode()}"
+    kms = secrets.token_hex(16)
+    kept = _cache(_Backend(kms, encryption="aws:kms", checksum=right), tmp_path / "right")
+    kept.open("a.zip").read()
+    assert kept.disk_usage()[0] == 1
+    wrong = f"{algorithm}:{base64.b64encode(bytes(len(digest))).decode()}"
+    backend = _Backend(hashlib.md5(BODY).hexdigest(), checksum=wrong)  # a right MD5 as ETag
+    refused = _cache(backend, tmp_path / "wrong")
+    assert refused.open("a.zip").read() == BODY  # served, from the bucket
+    assert refused.disk_usage() == (0, 0)
+
+
+def test_a_checksummed_object_from_a_real_s3_server_is_verified_and_kept(
+    seaweed: SeaweedFS, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    storages = open_storages(load_settings(s3_env))
+    key = f"checksummed/{secrets.token_hex(4)}.zip"
+    full = f"{storages.mirror_dist.prefix}/{key}"
+    seaweed.admin_client().put_object(
+        Bucket=seaweed.bucket, Key=full, Body=BODY, ChecksumAlgorithm="CRC32"
+    )
+    fetched = storages.mirror_dist.get(key)
+    assert fetched.info is not None and fetched.stream is not None
+    fetched.stream.close()
+    assert (
+        fetched.info.checksum
+        == f"CRC32:{base64.b64encode(zlib.crc32(BODY).to_bytes(4, 'big')).decode()}"
+    )
+    cache = FileCache(storages.mirror_dist, tmp_path / "cache", 1 << 30, MirrorStats())
+    assert cache.open(key).read() == BODY
+    assert cache.open(key).read() == BODY
+    assert cache.stats.snapshot()["bucket_requests"] == 1
+
+
+def test_two_storages_sharing_a_cache_dir_and_keys_never_read_each_others_bytes(
+    local_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**local_env, "SATCHEL_ARCHIVE_CACHE_DIR": str(tmp_path / "archives")}
+    settings = load_settings(env)
+    storages = open_storages(settings)
+    storages.packages.write("acme/lib/1.0.zip", _zip({"owner": b"packages"}))
+    storages.artifacts.write("acme/lib/1.0.zip", _zip({"owner": b"artifacts"}))
+    packages = ArchiveCache(storages.packages, settings)
+    artifacts = ArchiveCache(storages.artifacts, settings)
+    for _ in range(2):  # filled, then hits
+        assert packages.read_member("acme/lib/1.0.zip", "owner") == b"packages"
+        assert artifacts.read_member("acme/lib/1.0.zip", "owner") == b"artifacts"
+    assert packages.files.disk_usage()[0] == 2  # two entries in the one directory
+
+
+def test_an_entry_of_another_storage_is_dropped_not_served(tmp_path: Path) -> None:
+    cache = _cache(_Backend(hashlib.md5(BODY).hexdigest()), tmp_path)
+    cache.open("a.zip").read()
+    other = _cache(_Backend(hashlib.md5(BODY).hexdigest()), tmp_path)
+    other.storage.prefix = "elsewhere"  # same directory and key, another identity
+    other.entry_path("a.zip").parent.mkdir(parents=True, exist_ok=True)
+    os.replace(cache.entry_path("a.zip"), other.entry_path("a.zip"))
+    assert other.lookup("a.zip") is None  # checked on the hit: a foreign entry
+    assert not other.entry_path("a.zip").exists()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()

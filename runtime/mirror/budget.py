@@ -80,7 +80,8 @@ class DiskBudget:
 
     def reserve(self, size: int) -> bool:
         """Count `size` bytes about to be written, evicting first if they would not fit.
-        False (nothing counted) when they cannot fit at all. Raises OSError."""
+        False (nothing counted) when they cannot fit, not even once every entry is evicted
+        (other writers' temp files hold the space). Raises OSError."""
         if size > self.max_bytes:
             return False
         with self._locked() as counter:
@@ -90,6 +91,9 @@ class DiskBudget:
             if total + size > self.max_bytes:
                 low_water = int(self.max_bytes * self.low_water) - size
                 total, counted = self._evict(low_water), self._clock()
+            if total + size > self.max_bytes:
+                self._write(counter, total, counted)
+                return False
             self._write(counter, total + size, counted)
         return True
 
