@@ -81,6 +81,10 @@ def main() -> None:
     else:
         check_pod_identity_agent(config)
     aws_config = {key: value for key, value in raw.items() if key.startswith("aws:")}
+    # First too: building its kubeconfig may refuse the stack's AWS settings.
+    provider = kubernetes_provider(
+        f"{name}-k8s", config, cluster=cluster, aws_config=aws_config, secret_keys=secret_keys
+    )
 
     storage = SecureBucket(f"{name}-storage", config)
     identity = AppIdentity(
@@ -93,10 +97,6 @@ def main() -> None:
         partition=partition,
     )
     env = storage.bucket.bucket.apply(lambda bucket: app_env(config, bucket))
-
-    provider = kubernetes_provider(
-        f"{name}-k8s", config, cluster=cluster, aws_config=aws_config, secret_keys=secret_keys
-    )
     kubernetes = AppKubernetes(
         f"{name}-k8s-app", config, provider=provider, role_arn=identity.role_arn, env=env
     )

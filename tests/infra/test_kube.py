@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.harness import ProgramRun, run_program, stack_config_with
+from tests.infra.harness import ProgramRun, RecordingMocks, run_program, stack_config_with
 
 PROVIDER = "pulumi:providers:kubernetes"
 
@@ -80,8 +80,10 @@ def test_without_aws_settings_the_exec_plugin_uses_the_ambient_chain() -> None:
 
 def test_a_role_chain_the_cli_cannot_assume_is_refused_with_the_alternative() -> None:
     roles = [{"roleArn": "arn:aws:iam::1:role/a"}, {"roleArn": "arn:aws:iam::1:role/b"}]
+    mocks = RecordingMocks()
     with pytest.raises(Exception, match=r"aws:assumeRoles: .*satchel:kubeconfig"):
-        run_program(stack_config_with("dev", **{"aws:assumeRoles": roles}))
+        run_program(stack_config_with("dev", **{"aws:assumeRoles": roles}), mocks=mocks)
+    assert mocks.resources == []  # refused before anything is made
 
 
 def test_a_secret_kubeconfig_stays_secret_in_the_providers_inputs() -> None:
