@@ -19,7 +19,7 @@ import pytest
 from infra.local.seaweedfs import SeaweedFS
 from runtime import load_settings, open_storages
 from runtime.archives import ArchiveCache
-from runtime.mirror.filecache import FileCache
+from runtime.mirror.filecache import FileCache, Fill
 from runtime.mirror.stats import MirrorStats
 from runtime.storage import Fetched, ObjectInfo, Storage
 
@@ -173,3 +173,29 @@ def _zip(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             archive.writestr(name, data)
     return out.getvalue()
+
+
+class _Tracked(io.BytesIO):
+    closed_by_cache = False
+
+    def close(self) -> None:
+        type(self).closed_by_cache = True
+        super().close()
+
+
+@pytest.mark.parametrize("failure", ["etag too long", "shard dir unusable"])
+def test_a_fill_that_cannot_start_closes_the_bucket_stream(tmp_path: Path, failure: str) -> None:
+    etag = "e" * 100 if failure == "etag too long" else hashlib.md5(BODY).hexdigest()
+    backend = _Backend(etag)
+    backend.get = lambda key, if_none_match=None: Fetched(  # type: ignore[method-assign]
+        ObjectInfo(key, len(BODY), etag, datetime.now(UTC)), _Tracked(BODY)
+    )
+    cache = _cache(backend, tmp_path)
+    if failure == "shard dir unusable":
+        shard = cache.entry_path("a.zip").parent
+        shard.parent.mkdir(parents=True)
+        shard.write_bytes(b"")  # a file where the shard directory should be
+    _Tracked.closed_by_cache = False
+    assert cache.try_fill("a.zip") is Fill.SKIPPED
+    assert _Tracked.closed_by_cache
+    assert cache.usage().bytes == 0  # nothing reserved is left counted
