@@ -15,12 +15,13 @@ import pytest
 
 import runtime
 from runtime import InvalidKey, NotFound, Storage, Storages
+from runtime.storage.local import LocalAdapter
 from tests.servers import FakeGcs
 
 GCS_BUCKET = "satchel-gcs-test"
 
 
-def _gcs_env(fake_gcs: FakeGcs, tmp_path: Path) -> dict[str, str]:
+def _gcs_env(fake_gcs: FakeGcs, tmp_path: Path, bucket: str = GCS_BUCKET) -> dict[str, str]:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage as gcs
 
@@ -29,7 +30,7 @@ def _gcs_env(fake_gcs: FakeGcs, tmp_path: Path) -> dict[str, str]:
         credentials=AnonymousCredentials(),
         client_options={"api_endpoint": fake_gcs.endpoint},
     )
-    if client.lookup_bucket(GCS_BUCKET) is None:
+    if bucket == GCS_BUCKET and client.lookup_bucket(GCS_BUCKET) is None:
         client.create_bucket(GCS_BUCKET)
     prefix = f"t-{secrets.token_hex(4)}"
     config = tmp_path / "storage.yaml"
@@ -41,13 +42,13 @@ flysystem:
             adapter: 'gcloud'
             options:
                 client: 'gcloud_client_service'
-                bucket: '{GCS_BUCKET}'
+                bucket: '{bucket}'
                 prefix: '{prefix}/packages'
         gcloud.artifact:
             adapter: 'gcloud'
             options:
                 client: 'gcloud_client_service'
-                bucket: '{GCS_BUCKET}'
+                bucket: '{bucket}'
                 prefix: '{prefix}/artifact'
 services:
     gcloud_client_service:
@@ -79,6 +80,25 @@ def storages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage
 @pytest.fixture
 def storage(storages: Storages) -> Storage:
     return storages.packages
+
+
+MISSING_BUCKET = "satchel-no-such-bucket"
+
+
+@pytest.fixture(params=["local", "s3", "gcs"])
+def in_a_missing_bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A storage whose bucket (local: root directory, removed after opening) does not exist."""
+    if request.param == "local":
+        root = tmp_path / "no"
+        env = {**request.getfixturevalue("local_env"), "SATCHEL_LOCAL_ROOT": str(root)}
+        opened = runtime.open_storages(runtime.load_settings(env)).mirror_meta
+        root.rmdir()
+        return opened
+    if request.param == "s3":
+        env = {**request.getfixturevalue("s3_env"), "STORAGE_AWS_BUCKET": MISSING_BUCKET}
+    else:
+        env = _gcs_env(request.getfixturevalue("fake_gcs"), tmp_path, MISSING_BUCKET)
+    return runtime.open_storages(runtime.load_settings(env)).mirror_meta
 
 
 def test_writing_and_reading_a_file(storage: Storage) -> None:
@@ -225,3 +245,15 @@ def test_a_conditional_get_with_the_current_etag_is_not_modified(storage: Storag
 def test_a_conditional_get_of_a_missing_key_is_not_found(storage: Storage) -> None:
     with pytest.raises(NotFound):
         storage.get("g/missing.json", if_none_match="0123")
+
+
+def test_checking_the_bucket_of_a_working_storage(storage: Storage) -> None:
+    storage.check_bucket()  # before anything was written under the prefix, too
+
+
+def test_checking_a_bucket_that_does_not_exist_names_it(in_a_missing_bucket: Storage) -> None:
+    with pytest.raises(NotFound, match="does not exist") as caught:
+        in_a_missing_bucket.check_bucket()
+    assert caught.value.storage == "mirror_meta" and caught.value.key is None
+    missing = "no" if isinstance(in_a_missing_bucket.adapter, LocalAdapter) else MISSING_BUCKET
+    assert missing in str(caught.value)

@@ -1,6 +1,7 @@
-"""Readiness: is the bucket reachable with the credentials we have now? One HEAD of a key
-that need not exist (a 404 proves access), remembered for a few seconds so probes from
-the kubelet and load balancers don't each cost a request."""
+"""Readiness: is the bucket there and reachable with the credentials we have now? One
+bucket-level request (S3 HeadBucket, GCS bucket metadata, the local root directory): a
+missing bucket says so, instead of passing for a missing key. Remembered for a few
+seconds so probes from the kubelet and load balancers don't each cost a request."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from anyio import to_thread
 
 from runtime.storage import Storage
 
-PROBE_KEY = ".satchel-readyz"
 REMEMBER_SECONDS = 2.0
 PROBE_TIMEOUT = 3.0  # below the kubelet's probe timeout habits; botocore would retry longer
 
@@ -52,7 +52,7 @@ class ReadinessProbe:
 
     def _probe(self) -> Readiness:
         try:
-            self.storage.exists(PROBE_KEY)
+            self.storage.check_bucket()
         except Exception as exc:  # any failure means "not ready", with its reason
             return Readiness(False, f"{type(exc).__name__}: {exc}")
         return Readiness(True)

@@ -76,3 +76,8 @@ class Adapter(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Objects whose full key starts with `prefix` (a directory-like prefix, or '')."""
         ...
+
+    def check_bucket(self) -> None:
+        """One cheap request proving the bucket (local: the root directory) exists and
+        the credentials reach it. NotFound naming the bucket when it does not exist."""
+        ...

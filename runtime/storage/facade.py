@@ -69,6 +69,16 @@ class Storage:
         except StorageError as exc:
             raise self._stamp(exc, "list", prefix) from exc.cause
 
+    def check_bucket(self) -> None:
+        """Raises NotFound ("bucket X does not exist"), PermissionDenied or BackendUnavailable
+        when the storage's bucket cannot be used; one request, no key involved."""
+        try:
+            self.adapter.check_bucket()
+        except StorageError as exc:
+            exc.storage = exc.storage or self.name
+            exc.operation = exc.operation or "check"
+            raise
+
     def _relative(self, full_key: str) -> str:
         return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
 

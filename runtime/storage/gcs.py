@@ -90,6 +90,15 @@ class GcsAdapter:
         except _ERRORS as exc:
             _raise(exc, "delete")
 
+    def check_bucket(self) -> None:
+        try:
+            self.bucket.reload()  # GET of the bucket's metadata
+        except gexc.NotFound as exc:
+            reason = f"bucket {self.bucket.name!r} does not exist"
+            raise NotFound(reason, operation="check", cause=exc) from exc
+        except _ERRORS as exc:
+            _raise(exc, "check")
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         try:
             for blob in self.client.list_blobs(self.bucket, prefix=prefix or None):

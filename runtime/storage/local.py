@@ -96,6 +96,13 @@ class LocalAdapter:
         except OSError as exc:
             _raise(exc, "delete")
 
+    def check_bucket(self) -> None:
+        if not self.root.is_dir():
+            raise NotFound(
+                f"the storage root directory {str(self.root)!r} does not exist",
+                operation="check",
+            )
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # `prefix` is '' or ends with '/': it names a directory below the root.
         base = self._path(prefix) if prefix else self.root

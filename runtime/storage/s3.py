@@ -152,6 +152,18 @@ class S3Adapter:
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, "list")
 
+    def check_bucket(self) -> None:
+        """One HeadBucket (allowed by s3:ListBucket on the bucket)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND or _status(exc) == 404:
+                reason = f"bucket {self.bucket!r} does not exist"
+                raise NotFound(reason, operation="check", cause=exc) from exc
+            _raise(exc, "check")
+        except BotoCoreError as exc:
+            _raise(exc, "check")
+
 
 class _BodyStream(io.RawIOBase):
     """A botocore StreamingBody as a raw stream whose errors are StorageErrors."""

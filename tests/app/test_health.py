@@ -6,12 +6,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from infra.local.target import LocalTarget
 from tests.app.conftest import Mirror
 from tests.conftest import running_target
+from tests.test_storage_contract import MISSING_BUCKET
+from tests.test_storage_contract import _gcs_env as gcs_env
 
 MakeMirror = Callable[..., Mirror]
 
@@ -101,3 +104,17 @@ def test_the_app_starts_while_storage_is_down_and_becomes_ready_when_it_is_back(
 
     storage.start()
     wait_ready(mirror)
+
+
+@pytest.mark.parametrize("backend", ["s3", "gcs"])
+def test_readyz_says_which_bucket_does_not_exist(
+    make_mirror: MakeMirror, request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    if backend == "s3":
+        env = {**request.getfixturevalue("s3_env"), "STORAGE_AWS_BUCKET": MISSING_BUCKET}
+    else:
+        env = gcs_env(request.getfixturevalue("fake_gcs"), tmp_path, MISSING_BUCKET)
+    mirror = make_mirror({**env, "SATCHEL_UPSTREAMS": "up=http://127.0.0.1:9"})
+    answer = mirror.get("/readyz")
+    assert answer.status_code == 503
+    assert f"bucket '{MISSING_BUCKET}' does not exist" in answer.json()["reason"]
