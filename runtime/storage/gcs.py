@@ -1,19 +1,38 @@
-"""Google Cloud Storage adapter on `google-cloud-storage`."""
+"""Google Cloud Storage adapter on `google-cloud-storage`.
+
+Every error the client raises, also while a caller reads an open stream, becomes a
+`runtime.errors` type: API errors, auth errors, the transport's (requests), and the media
+layer's (an invalid response, a corrupt download). Streams are pinned to the generation
+they opened: an object replaced or deleted mid-read fails, never mixes two versions.
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any, BinaryIO, NoReturn
 
 from google.api_core import exceptions as gexc
 from google.auth.exceptions import GoogleAuthError
+from google.cloud.storage import exceptions as media
+from google.cloud.storage.retry import DEFAULT_RETRY
 from requests import exceptions as rexc
 
 from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
 from runtime.storage.base import Body, Fetched, ObjectInfo
 
-_CHUNK = 8 * 1024 * 1024
-_ERRORS = (gexc.GoogleAPIError, GoogleAuthError, rexc.RequestException)
+_CHUNK = 8 * 1024 * 1024  # one ranged GET
+_BUFFER = 1024 * 1024
+# The client retries a stream's ranged GETs for 120 s by default: a request would hang
+# that long on a GCS outage. Transient failures are still retried, within this bound.
+STREAM_RETRY = DEFAULT_RETRY.with_timeout(15.0)
+_ERRORS = (
+    gexc.GoogleAPIError,
+    GoogleAuthError,
+    rexc.RequestException,
+    media.InvalidResponse,
+    media.DataCorruption,
+)
 
 
 class GcsAdapter:
@@ -34,10 +53,9 @@ class GcsAdapter:
         try:
             # reload() makes a missing object fail here, not at the caller's first read.
             blob.reload()
-            stream: BinaryIO = blob.open("rb", chunk_size=_CHUNK)
+            return _stream(blob)
         except _ERRORS as exc:
             _raise(exc, "open")
-        return stream
 
     def get(self, key: str, if_none_match: str | None = None) -> Fetched:
         try:
@@ -51,7 +69,7 @@ class GcsAdapter:
         if if_none_match is not None and blob.etag == if_none_match:
             return Fetched(info=None, stream=None)  # for servers that ignore If-None-Match
         try:
-            stream: BinaryIO = blob.open("rb", chunk_size=_CHUNK)
+            stream = _stream(blob)
         except _ERRORS as exc:
             _raise(exc, "read")
         return Fetched(info=_info(blob), stream=stream)
@@ -105,6 +123,41 @@ class GcsAdapter:
                 yield _info(blob)
         except _ERRORS as exc:
             _raise(exc, "list")
+
+
+def _stream(blob: Any) -> BinaryIO:
+    """The blob's body (its generation, as reload or get_blob set it), with mapped errors."""
+    return io.BufferedReader(
+        _BlobStream(blob.open("rb", chunk_size=_CHUNK, retry=STREAM_RETRY)), _BUFFER
+    )
+
+
+class _BlobStream(io.RawIOBase):
+    """A BlobReader as a raw, non-seekable stream whose errors are StorageErrors (its reads
+    are network requests: callers must not take it for a local file)."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            chunk: bytes = self._reader.read(len(buffer))
+        except (*_ERRORS, OSError) as exc:
+            if isinstance(exc, gexc.NotFound | gexc.PreconditionFailed):
+                reason = "the object was replaced or deleted while it was being read"
+                raise NotFound(reason, operation="read", cause=exc) from exc
+            _raise(exc, "read")
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            super().close()
 
 
 def _info(blob: Any) -> ObjectInfo:
