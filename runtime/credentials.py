@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import botocore.session
+from botocore.config import Config
 from botocore.credentials import (
     AssumeRoleWithWebIdentityCredentialFetcher,
     ContainerProvider,
@@ -38,6 +39,13 @@ from botocore.exceptions import ClientError, CredentialRetrievalError
 
 from runtime.aws_args import AwsArgs, region_of, sts_endpoint
 from runtime.errors import ConfigError
+
+# The STS client of refreshes: botocore's defaults (60 s timeouts, legacy retries) would let
+# a mandatory refresh hold the refresh lock, and every request behind it, for minutes.
+# Worst case here: 3 attempts of 5 s connect + 10 s read, with standard-mode backoff.
+STS_CONFIG = Config(
+    connect_timeout=5, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3}
+)
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _SESSION_NAME_CHARS = re.compile(r"[^\w+=,.@-]")
@@ -210,11 +218,8 @@ def _web_identity(
         raise ConfigError(
             "STORAGE_AWS_ARGS: region is missing; STS is regional: set region or AWS_REGION"
         )
-    create_client = functools.partial(
-        session.create_client, region_name=region or "us-east-1", endpoint_url=endpoint
-    )
     fetcher = AssumeRoleWithWebIdentityCredentialFetcher(
-        client_creator=create_client,
+        client_creator=sts_client_creator(session, region or "us-east-1", endpoint),
         web_identity_token_loader=functools.partial(_read_token, token_file),
         role_arn=role_arn,
         extra_args={"RoleSessionName": session_name},
@@ -248,6 +253,20 @@ def _web_identity(
     resolved.credentials = credentials
     _install(session, credentials)
     return resolved
+
+
+def sts_client_creator(
+    session: botocore.session.Session, region: str, endpoint: str | None
+) -> Callable[..., Any]:
+    """The fetcher's client factory: its own config (unsigned requests) over STS_CONFIG."""
+
+    def create(service_name: str, config: Config | None = None, **kwargs: Any) -> Any:
+        merged = STS_CONFIG if config is None else STS_CONFIG.merge(config)
+        return session.create_client(
+            service_name, region_name=region, endpoint_url=endpoint, config=merged, **kwargs
+        )
+
+    return create
 
 
 def _container(

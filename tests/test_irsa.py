@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.session
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
 
 import runtime
 from infra.local.oidc import SigningKey
 from infra.local.pod_identity import PodIdentityAgent
 from infra.local.target import LocalTarget
-from runtime import ConfigError, PermissionDenied, Storages
+from runtime import ConfigError, PermissionDenied, Storages, credentials
 from runtime.credentials import StsRefused, TokenFileError, resolve_credentials
 
 WEB_IDENTITY_VARS = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
@@ -234,3 +243,61 @@ def test_a_token_file_without_a_role_is_a_config_error(pod_env: dict[str, str]) 
     env = _with_args(env, webIdentityTokenFile=env["AWS_WEB_IDENTITY_TOKEN_FILE"])
     with pytest.raises(ConfigError, match="needs a role"):
         _open(env)
+
+
+def test_the_sts_client_has_short_timeouts_and_standard_retries() -> None:
+    create = credentials.sts_client_creator(
+        botocore.session.Session(), "eu-west-1", "http://127.0.0.1:9"
+    )
+    # What AssumeRoleWithWebIdentityCredentialFetcher asks for: an unsigned client.
+    client = create("sts", config=Config(signature_version=UNSIGNED))
+    config = client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (5, 10)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert config.signature_version is UNSIGNED
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def black_hole() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A local endpoint that accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_a_refresh_against_an_sts_that_never_answers_fails_in_bounded_time(
+    black_hole: tuple[str, list[socket.socket]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, accepted = black_hole
+    # The shipped read timeout is 10 s; 0.5 s keeps the test fast with the same retries.
+    monkeypatch.setattr(
+        credentials, "STS_CONFIG", credentials.STS_CONFIG.merge(Config(read_timeout=0.5))
+    )
+    token = tmp_path / "token"
+    token.write_text("header.payload.signature")
+    args = {
+        "roleArn": "arn:aws:iam::000000000000:role/satchel",
+        "webIdentityTokenFile": str(token),
+        "stsEndpoint": endpoint,
+        "region": "eu-west-1",
+    }
+    settings = runtime.load_settings({"STORAGE_SOURCE": "s3", "STORAGE_AWS_ARGS": json.dumps(args)})
+    resolved = resolve_credentials(settings.aws_args, {})
+    assert resolved.credentials is not None
+    start = time.monotonic()
+    with pytest.raises(ReadTimeoutError):
+        resolved.credentials.get_frozen_credentials()
+    elapsed = time.monotonic() - start
+    assert len(accepted) == 3  # standard mode: three attempts, then it gives up
+    assert elapsed < 3 * 0.5 + 6  # three read timeouts plus standard-mode backoff (jittered)
