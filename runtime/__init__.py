@@ -1,6 +1,7 @@
 """Satchel's runtime: settings from the env contract, storages, credentials, mirror caching."""
 
 from runtime.errors import (
+    AlreadyExists,
     BackendUnavailable,
     ConfigError,
     InvalidKey,
@@ -13,6 +14,7 @@ from runtime.settings import Settings, load_settings
 from runtime.storage import ObjectInfo, Storage, Storages, open_storages
 
 __all__ = [
+    "AlreadyExists",
     "BackendUnavailable",
     "ConfigError",
     "InvalidKey",

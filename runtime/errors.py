@@ -52,6 +52,11 @@ class PermissionDenied(StorageError):
     """The backend refused the credentials or the operation (403, bad signature, no credentials)."""
 
 
+class AlreadyExists(StorageError):
+    """A create-only write found the key taken (the backend enforces it: S3 If-None-Match,
+    GCS ifGenerationMatch=0, an exclusive link on local disk)."""
+
+
 class InvalidKey(StorageError):
     """The key was rejected before any I/O (traversal, control characters, too long, empty)."""
 

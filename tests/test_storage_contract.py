@@ -8,13 +8,14 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import runtime
-from runtime import InvalidKey, NotFound, Storage, Storages
+from runtime import AlreadyExists, InvalidKey, NotFound, Storage, Storages
 from runtime.storage.local import LocalAdapter
 from tests.servers import FakeGcs
 
@@ -257,3 +258,42 @@ def test_checking_a_bucket_that_does_not_exist_names_it(in_a_missing_bucket: Sto
     assert caught.value.storage == "mirror_meta" and caught.value.key is None
     missing = "no" if isinstance(in_a_missing_bucket.adapter, LocalAdapter) else MISSING_BUCKET
     assert missing in str(caught.value)
+
+
+def test_creating_a_file_that_does_not_exist_yet(storage: Storage) -> None:
+    info = storage.create("created/a.zip", b"first")
+    assert storage.read("created/a.zip") == b"first"
+    assert info is None or (info.key == "created/a.zip" and info.size == 5)
+
+
+def test_creating_a_file_that_exists_is_refused_and_keeps_the_first(storage: Storage) -> None:
+    storage.create("created/b.zip", b"first")
+    with pytest.raises(AlreadyExists) as raised:
+        storage.create("created/b.zip", b"second")
+    assert raised.value.key == "created/b.zip" and raised.value.operation == "create"
+    assert storage.read("created/b.zip") == b"first"
+    assert [i.key for i in storage.list("created")] == ["created/b.zip"]  # no temp left
+
+
+def test_creating_one_key_from_many_threads_at_once_lets_exactly_one_win(
+    storage: Storage,
+) -> None:
+    bodies = [f"body {i}".encode() for i in range(8)]
+    won: list[bytes] = []
+    barrier = threading.Barrier(len(bodies))
+
+    def create(body: bytes) -> None:
+        barrier.wait()
+        try:
+            storage.create("created/race.zip", body)
+            won.append(body)
+        except AlreadyExists:
+            pass
+
+    threads = [threading.Thread(target=create, args=(b,)) for b in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1
+    assert storage.read("created/race.zip") == won[0]

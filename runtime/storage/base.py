@@ -63,6 +63,11 @@ class Adapter(Protocol):
         object's info when the backend tells it without another request."""
         ...
 
+    def create(self, key: str, data: bytes) -> ObjectInfo | None:
+        """Write the object only if the key is free, atomically: AlreadyExists otherwise,
+        even when another process creates it at the same moment."""
+        ...
+
     def exists(self, key: str) -> bool: ...
 
     def stat(self, key: str) -> ObjectInfo:

@@ -47,6 +47,11 @@ class Storage:
         info = self._call("write", key, lambda full: self.adapter.write(full, body))
         return replace(info, key=self._relative(info.key)) if info else None
 
+    def create(self, key: str, data: bytes) -> ObjectInfo | None:
+        """Create-only: raises AlreadyExists when the key is taken (see the adapter)."""
+        info = self._call("create", key, lambda full: self.adapter.create(full, data))
+        return replace(info, key=self._relative(info.key)) if info else None
+
     def exists(self, key: str) -> bool:
         return self._call("exists", key, self.adapter.exists)
 

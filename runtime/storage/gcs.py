@@ -18,7 +18,13 @@ from google.cloud.storage import exceptions as media
 from google.cloud.storage.retry import DEFAULT_RETRY
 from requests import exceptions as rexc
 
-from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
+from runtime.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    NotFound,
+    PermissionDenied,
+    StorageError,
+)
 from runtime.storage.base import Body, Fetched, ObjectInfo
 
 _CHUNK = 8 * 1024 * 1024  # one ranged GET
@@ -84,6 +90,18 @@ class GcsAdapter:
         except _ERRORS as exc:
             _raise(exc, "write")
         return _info(blob)  # the upload's answer fills in etag, size and updated
+
+    def create(self, key: str, data: bytes) -> ObjectInfo:
+        blob = self.bucket.blob(key)
+        try:
+            blob.upload_from_string(
+                data, content_type="application/octet-stream", if_generation_match=0
+            )
+        except gexc.PreconditionFailed as exc:
+            raise AlreadyExists("the key exists already", operation="create") from exc
+        except _ERRORS as exc:
+            _raise(exc, "create")
+        return _info(blob)
 
     def exists(self, key: str) -> bool:
         try:

@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
-from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
+from runtime.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    NotFound,
+    PermissionDenied,
+    StorageError,
+)
 from runtime.storage.base import Body, Fetched, ObjectInfo
 
 # Temp files carry this prefix so `list` can skip an upload in progress.
@@ -74,6 +80,31 @@ class LocalAdapter:
             if isinstance(exc, OSError):
                 _raise(exc, "write")
             raise
+
+    def create(self, key: str, data: bytes) -> ObjectInfo:
+        """A complete temp file hard-linked to the key: `link` fails if the key exists, so
+        the object appears whole or not at all, once."""
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        except OSError as exc:
+            _raise(exc, "create")
+        try:
+            with os.fdopen(fd, "wb") as temp:
+                temp.write(data)
+                temp.flush()
+                os.fsync(temp.fileno())
+            os.chmod(temp_name, 0o644)
+            os.link(temp_name, target)
+        except FileExistsError as exc:
+            raise AlreadyExists("the key exists already", operation="create") from exc
+        except OSError as exc:
+            _raise(exc, "create")
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+        return _info(key, target.stat())
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -24,7 +24,13 @@ from botocore.exceptions import (
 )
 
 from runtime.credentials import ResolvedCredentials
-from runtime.errors import BackendUnavailable, NotFound, PermissionDenied, StorageError
+from runtime.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    NotFound,
+    PermissionDenied,
+    StorageError,
+)
 from runtime.storage.base import Body, Fetched, ObjectInfo
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -102,12 +108,20 @@ class S3Adapter:
                 return None  # the multipart answer carries no Last-Modified: no extra HEAD
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, "write")
-        # S3 stamps Last-Modified with the time it took the object: the response's Date.
-        date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
-        modified = parsedate_to_datetime(date) if date else datetime.now(UTC)
-        return ObjectInfo(
-            key=key, size=len(data), etag=response["ETag"].strip('"'), modified=modified
-        )
+        return _put_info(key, data, response)
+
+    def create(self, key: str, data: bytes) -> ObjectInfo | None:
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            if _code(exc) == "PreconditionFailed" or _status(exc) == 412:
+                raise AlreadyExists("the key exists already", operation="create") from exc
+            _raise(exc, "create")
+        except BotoCoreError as exc:
+            _raise(exc, "create")
+        return _put_info(key, data, response)
 
     def exists(self, key: str) -> bool:
         try:
@@ -187,6 +201,13 @@ class _BodyStream(io.RawIOBase):
     def close(self) -> None:
         self._body.close()
         super().close()
+
+
+def _put_info(key: str, data: bytes, response: dict[str, Any]) -> ObjectInfo:
+    # S3 stamps Last-Modified with the time it took the object: the response's Date.
+    date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
+    modified = parsedate_to_datetime(date) if date else datetime.now(UTC)
+    return ObjectInfo(key=key, size=len(data), etag=response["ETag"].strip('"'), modified=modified)
 
 
 def _full_object_checksum(response: dict[str, Any]) -> str | None:
