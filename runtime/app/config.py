@@ -13,6 +13,8 @@
 - `SATCHEL_UPSTREAM_TIMEOUT` (`30`): seconds to wait for an upstream answer (connect: 5 max).
 - `SATCHEL_UPSTREAM_RETRIES` (`2`): retries, with backoff, after a connection error or 5xx.
 - `SATCHEL_HOT_CACHE_SIZE` (`64M`): the in-process cache of mirrored metadata, per worker.
+- `SATCHEL_MAX_CONNECTIONS` (`512`): open connections per worker; more are answered 503 at
+  once (with the 64 KiB bound on a request's head, this bounds a worker's memory).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "SATCHEL_UPSTREAM_TIMEOUT": ("upstream_timeout", "30"),
     "SATCHEL_UPSTREAM_RETRIES": ("upstream_retries", "2"),
     "SATCHEL_HOT_CACHE_SIZE": ("hot_cache_size", "64M"),
+    "SATCHEL_MAX_CONNECTIONS": ("max_connections", "512"),
 }
 _VAR_OF_FIELD = {field: var for var, (field, _) in VARIABLES.items()}
 
@@ -69,6 +72,7 @@ class ServeConfig(BaseModel):
     upstream_timeout: float = Field(gt=0)
     upstream_retries: int = Field(ge=0, le=10)
     hot_cache_size: ByteSize
+    max_connections: int = Field(ge=2, le=100_000)
 
     @field_validator("upstreams", mode="before")
     @classmethod

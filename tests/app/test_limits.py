@@ -1,0 +1,134 @@
+"""Limits `satchel serve` enforces itself, on a real process: the size of a request's head
+(httptools would buffer it without end) and the number of open connections per worker."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from runtime.app.server import MAX_HEAD_BYTES
+from tests.app.processes import ServeProcess
+
+MAX_CONNECTIONS = 8
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    root = tmp_path_factory.mktemp("limits")
+    env = {
+        "STORAGE_SOURCE": "local",
+        "SATCHEL_LOCAL_ROOT": str(root / "storage"),
+        "SATCHEL_UPSTREAMS": "up=http://127.0.0.1:9",
+        "SATCHEL_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+    }
+    with ServeProcess(env, root / "logs") as process:
+        yield process
+
+
+def healthz(server: ServeProcess) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def answer_to(server: ServeProcess, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+        client.sendall(head)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := client.recv(65536):
+                received += chunk
+                if b"\r\n\r\n" in received and received.endswith(b"}"):
+                    break
+        return received
+
+
+def endless_header(server: ServeProcess, total: int, sent: list[int]) -> None:
+    """An unfinished header of up to `total` bytes, sent as fast as the server takes it."""
+    chunk = b"a" * MiB
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        count = 0
+        with contextlib.suppress(OSError):  # reset by the server
+            while count < total:
+                client.sendall(chunk)
+                count += len(chunk)
+        sent.append(count)
+
+
+def test_an_endless_header_is_cut_off_and_the_server_memory_stays_bounded(
+    server: ServeProcess,
+) -> None:
+    assert server.process is not None
+    worker = psutil.Process(server.process.pid)
+    before = worker.memory_info().rss
+    sent: list[int] = []
+    senders = [
+        threading.Thread(target=endless_header, args=(server, 1024 * MiB, sent)) for _ in range(2)
+    ]
+    for sender in senders:
+        sender.start()
+    peak = before
+    while any(sender.is_alive() for sender in senders):
+        peak = max(peak, worker.memory_info().rss)
+        time.sleep(0.01)
+    # Cut off after the limit plus what the sockets' buffers took (1 GiB unbounded before).
+    assert len(sent) == 2 and max(sent) < 64 * MiB
+    assert peak - before < 16 * MiB  # was +370 MiB for two 150 MiB heads
+    assert healthz(server) == 200
+
+
+def test_a_head_over_the_limit_is_answered_431_and_the_connection_closed(
+    server: ServeProcess,
+) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 1)
+    answer = answer_to(server, head)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert b"connection: close" in answer
+    assert answer.endswith(b'larger than 65536 bytes"}')
+
+
+def test_heads_under_the_limit_and_pipelined_requests_still_work(server: ServeProcess) -> None:
+    big = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES // 2) + b"\r\n\r\n"
+    )
+    assert answer_to(server, big).startswith(b"HTTP/1.1 200 ")
+    # Many requests in one stream: the count starts again with each request.
+    one = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"b" * 1000 + b"\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+        client.sendall(one * 100 + last)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 ") == 101
+
+
+def test_connections_beyond_the_limit_get_a_503_at_once(server: ServeProcess) -> None:
+    idle = [
+        socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        time.sleep(0.2)  # all accepted
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+            answer = extra.recv(65536)  # before it even sent a request
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections" in answer
+        assert time.monotonic() - start < 1
+    finally:
+        for connection in idle:
+            connection.close()
+    time.sleep(0.2)
+    assert healthz(server) == 200
