@@ -14,19 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-PLACEHOLDER = "satchel-mirror:"
+from runtime.repository.names import BASE_PLACEHOLDER, is_package_name
+
+PLACEHOLDER = BASE_PLACEHOLDER
 _QUOTED_PLACEHOLDER = b'"' + PLACEHOLDER.encode()
 
-# Composer's own rule for package names (lowercase, as p2 URLs use them).
-_NAME = re.compile(r"^[a-z0-9]([_.-]?[a-z0-9]+)*/[a-z0-9](([_.]|-{1,2})?[a-z0-9]+)*\Z")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _DIST_FILE = re.compile(r"^[A-Za-z0-9._+-]+\.(zip|tar)\Z")
 # Dist types the mirror stores; other types keep pointing at the upstream.
 DIST_EXTENSIONS = {"zip": "zip", "tar": "tar"}
-
-
-def is_package_name(name: str) -> bool:
-    return bool(_NAME.match(name))
 
 
 def is_dist_file(file: str) -> bool:
