@@ -5,7 +5,8 @@
 - `SATCHEL_HOST` (`127.0.0.1`), `SATCHEL_PORT` (`8080`), `SATCHEL_WORKERS` (`1`): where and
   how to listen; the `--host`, `--port` and `--workers` flags win.
 - `SATCHEL_PUBLIC_URL` (empty): the absolute URL clients reach the mirror at (behind a proxy,
-  or under a sub-path); empty = taken from each request's Host.
+  or under a sub-path); requests with another Host are refused (421), probes excepted.
+  Empty = taken from each request's Host (then `Vary: Host`, an ETag per rendering).
 - `SATCHEL_UPSTREAM_TTL` (`300`): seconds mirrored metadata is served before a conditional
   request to the upstream.
 - `SATCHEL_NEGATIVE_TTL` (`60`): seconds a package the upstream does not have is answered

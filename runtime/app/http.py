@@ -1,12 +1,16 @@
-"""HTTP details shared by the routes: validators, conditional requests, streamed bodies."""
+"""HTTP details shared by the routes: the Host policy, validators, conditional requests,
+streamed bodies."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import re
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.datastructures import Headers
@@ -23,6 +27,55 @@ def http_date(moment: datetime) -> str:
     if moment.tzinfo is None:  # the stores give aware datetimes; be safe with naive ones
         moment = moment.replace(tzinfo=UTC)
     return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+# A host name, IPv4 address or bracketed IPv6 address, and an optional port: nothing that
+# could change the meaning of a URL built on it ('/', '@', '"', spaces, ...).
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class HostPolicy:
+    """Which Host headers a request may carry. With a public URL, only its host[:port]
+    (refused otherwise: its dist and metadata URLs would be wrong, or an attacker's). Without
+    one, any syntactically valid Host: the responses then vary on it."""
+
+    def __init__(self, public_url: str | None) -> None:
+        self.allowed: frozenset[str] | None = None
+        if public_url is not None:
+            parts = urlsplit(public_url)
+            name = parts.netloc.rpartition("@")[2].lower()
+            default = _DEFAULT_PORTS[parts.scheme]
+            if parts.port is None:
+                self.allowed = frozenset({name, f"{name}:{default}"})
+            elif parts.port == default:
+                self.allowed = frozenset({name, name.rsplit(":", 1)[0]})
+            else:
+                self.allowed = frozenset({name})
+
+    def refusal(self, host: str | None) -> JSONResponse | None:
+        """None when `host` (the request's Host header) is acceptable, else the answer."""
+        if self.allowed is not None:
+            if host is not None and host.lower() in self.allowed:
+                return None
+            if host is None:
+                return error(400, "the request has no Host header")
+            expected = " or ".join(sorted(self.allowed))
+            return error(
+                421,
+                f"this mirror answers for Host {expected} (SATCHEL_PUBLIC_URL), not {host[:100]!r}",
+            )
+        if host is not None and not _HOST.match(host):
+            return error(400, f"invalid Host header {host[:100]!r}")
+        return None
+
+
+@functools.lru_cache(maxsize=256)  # bounded: clients may invent Host names
+def base_tag(base: str) -> str:
+    """A short digest of the base URL a document was rendered with, for its ETag."""
+    return hashlib.sha1(base.encode(), usedforsecurity=False).hexdigest()[:12]
 
 
 def validator_headers(etag: str, last_modified: datetime | None) -> dict[str, str]:

@@ -1,11 +1,18 @@
 """The endpoints. `/packages.json` and `/p2/...` serve all upstreams (the first that has a
-package wins); `/{alias}/packages.json` and `/{alias}/p2/...` serve one upstream."""
+package wins); `/{alias}/packages.json` and `/{alias}/p2/...` serve one upstream.
+
+Every endpoint but the probes passes the Host policy first (`HostPolicy`). Metadata is
+rendered with the base URL (the public URL, or the request's Host): its responses carry
+`Vary: Host` and an ETag that covers the base, so no cache and no 304 mixes two hosts'
+renderings.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from starlette.requests import Request
@@ -14,7 +21,6 @@ from starlette.routing import Route
 
 from runtime.app.composer import (
     is_dist_file,
-    is_package_name,
     p2_path,
     render_root,
     split_p2_file,
@@ -26,7 +32,9 @@ from runtime.app.health import ReadinessProbe
 from runtime.app.http import (
     DIST_CACHE_CONTROL,
     METADATA_CACHE_CONTROL,
+    HostPolicy,
     StreamResponse,
+    base_tag,
     error,
     is_not_modified,
     not_modified,
@@ -35,6 +43,7 @@ from runtime.app.http import (
 from runtime.app.logs import note_cache
 from runtime.app.upstream import UpstreamError
 from runtime.errors import StorageError
+from runtime.repository.names import is_package_name
 
 JSON = "application/json"
 DIST_TYPES = {"zip": "application/zip", "tar": "application/x-tar"}
@@ -46,6 +55,10 @@ class Services:
     documents: Documents
     dists: Dists
     readiness: ReadinessProbe
+    hosts: HostPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hosts = HostPolicy(self.config.public_url)
 
     def base_url(self, request: Request) -> str:
         if self.config.public_url:
@@ -63,6 +76,20 @@ class Services:
 def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def host_checked(endpoint: Endpoint) -> Endpoint:
+    """The endpoint, behind the Host policy."""
+
+    async def checked(request: Request) -> Response:
+        refusal = services(request).hosts.refusal(request.headers.get("host"))
+        return refusal if refusal is not None else await endpoint(request)
+
+    checked.__name__ = endpoint.__name__
+    return checked
 
 
 def _aliases(request: Request) -> list[str] | None:
@@ -94,7 +121,8 @@ async def packages_json(request: Request) -> Response:
     prefix = f"/{request.path_params['alias']}" if "alias" in request.path_params else ""
     metadata_url = f"{mirror.base_url(request)}{prefix}/p2/%package%.json"
     body = render_root(metadata_url, [doc.root() if doc else None for doc in docs])
-    # Derived from what is stored, so every replica sends the same validators.
+    # Derived from what is stored, so every replica sends the same validators; the body
+    # holds the base URL, so the ETag covers it.
     etag = hashlib.sha1(body, usedforsecurity=False).hexdigest()
     dates = [doc.entry.last_modified for doc in docs if doc is not None]
     note_cache(request.scope, ",".join(lookup.outcome if lookup else "down" for lookup in lookups))
@@ -118,9 +146,9 @@ async def p2(request: Request) -> Response:
     if lookup.doc is None:
         return error(404, f"{name} is not in the mirrored repositories")
     doc = lookup.doc
-    return _metadata_response(
-        request, doc.render(mirror.base_url(request)), doc.entry.etag, doc.entry.last_modified
-    )
+    base = mirror.base_url(request)
+    etag = f"{doc.entry.etag}.{base_tag(base)}"  # one ETag per rendering
+    return _metadata_response(request, doc.render(base), etag, doc.entry.last_modified)
 
 
 async def _find_package(documents: Documents, aliases: list[str], name: str, dev: bool) -> Lookup:
@@ -152,6 +180,7 @@ def _metadata_response(
 ) -> Response:
     headers = validator_headers(etag, last_modified)
     headers["Cache-Control"] = METADATA_CACHE_CONTROL
+    headers["Vary"] = "Host"  # rendered with the base URL, which may come from Host
     if is_not_modified(request.headers, etag, last_modified):
         return not_modified(headers)
     return Response(body, headers=headers, media_type=JSON)
@@ -209,9 +238,9 @@ async def readyz(request: Request) -> Response:
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
-    Route("/packages.json", packages_json),
-    Route("/p2/{vendor}/{file}.json", p2),
-    Route("/dists/{alias}/{vendor}/{package}/{file}", dist),
-    Route("/{alias}/packages.json", packages_json),
-    Route("/{alias}/p2/{vendor}/{file}.json", p2),
+    Route("/packages.json", host_checked(packages_json)),
+    Route("/p2/{vendor}/{file}.json", host_checked(p2)),
+    Route("/dists/{alias}/{vendor}/{package}/{file}", host_checked(dist)),
+    Route("/{alias}/packages.json", host_checked(packages_json)),
+    Route("/{alias}/p2/{vendor}/{file}.json", host_checked(p2)),
 ]

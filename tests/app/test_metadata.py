@@ -33,9 +33,10 @@ def test_a_public_url_puts_the_mirror_under_a_sub_path(
     make_mirror: MakeMirror, mirror_env: dict[str, str], alias: str
 ) -> None:
     mirror = make_mirror(mirror_env, SATCHEL_PUBLIC_URL="https://example.com/composer/")
-    root = mirror.get("/packages.json").json()
+    root = mirror.get("/packages.json", Host="example.com").json()
     assert root["metadata-url"] == "https://example.com/composer/p2/%package%.json"
-    dist = mirror.get("/p2/acme/log.json").json()["packages"]["acme/log"][0]["dist"]
+    p2 = mirror.get("/p2/acme/log.json", Host="example.com").json()
+    dist = p2["packages"]["acme/log"][0]["dist"]
     assert dist["url"].startswith(f"https://example.com/composer/dists/{alias}/acme/log/")
 
 
