@@ -30,6 +30,16 @@ _KMS_KEY_ARN = re.compile(
     r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:key/"
     r"(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\Z"
 )
+# An IAM managed policy's ARN (a permissions boundary): customer-managed or AWS-managed.
+_POLICY_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|aws):policy/[\w+=,.@/-]{1,1000}\Z")
+# IAM's own rule for paths: "/" or "/.../" of printable ASCII, at most 512 characters.
+_IAM_PATH = re.compile(r"^/([\x21-\x7e]{1,510}/)?\Z")
+MIN_SESSION, MAX_SESSION = 3600, 43200  # IAM's bounds of a role's MaxSessionDuration
+# AWS tags: keys 1-128, values 0-256 characters of letters, digits, spaces and _.:/=+-@;
+# `aws:` is reserved; 50 per resource, one of which the stack may add (OWNER_TAG).
+_TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*\Z")
+MAX_TAGS = 49
+RESERVED_TAG_KEYS = frozenset({"satchel:stack"})
 # Keys whose values may be set with `pulumi config set --secret`: they reach only the Kubernetes
 # provider, kept secret. Every other value appears in plain text in names, documents or the env.
 SECRET_CAPABLE_KEYS = frozenset({"satchel:kubeconfig", "satchel:kubeContext"})
@@ -125,7 +135,32 @@ class StackConfig(BaseModel):
         alias="identityMode",
         description="How pods get AWS credentials: irsa or pod-identity",
     )
-    tags: dict[str, str] = Field(default_factory=dict, description="Tags on every AWS resource")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Tags on every taggable AWS resource"
+    )
+    permissions_boundary_arn: str | None = Field(
+        default=None,
+        alias="permissionsBoundaryArn",
+        description="Permissions boundary (an IAM policy ARN) of the app's role",
+    )
+    role_path: str = Field(
+        default="/",
+        alias="rolePath",
+        description="IAM path of the app's role and its policy, e.g. /workloads/",
+    )
+    max_session_duration: int = Field(
+        default=MIN_SESSION,
+        alias="maxSessionDuration",
+        description="Longest session of the app's role, in seconds (3600-43200)",
+    )
+    pod_identity_trust_conditions: bool = Field(
+        default=True,
+        alias="podIdentityTrustConditions",
+        description=(
+            "pod-identity: trust only sessions tagged with the app's namespace and service"
+            " account (aws:RequestTag/kubernetes-*)"
+        ),
+    )
     mirror_metadata_cache_dir: str = Field(
         default="",
         alias="mirrorMetadataCacheDir",
@@ -167,6 +202,7 @@ class StackConfig(BaseModel):
         "oidc_issuer_url",
         "bucket_name",
         "kms_key_arn",
+        "permissions_boundary_arn",
         "kubeconfig",
         "kube_context",
         mode="before",
@@ -192,6 +228,54 @@ class StackConfig(BaseModel):
         value = value.strip("/")
         if not value or not _PREFIX.match(value) or ".." in value.split("/"):
             raise ValueError("must be a non-empty S3 key prefix such as 'packeton'")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _aws_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_TAGS:
+            raise ValueError(f"{len(value)} tags; AWS allows {MAX_TAGS} here (50 less ours)")
+        for key, text in value.items():
+            if not 1 <= len(key) <= 128 or not _TAG_TEXT.match(key):
+                raise ValueError(
+                    f"tag key {key!r}: 1-128 letters, digits, spaces or _.:/=+-@ (AWS's rule)"
+                )
+            if key.lower().startswith("aws:") or key in RESERVED_TAG_KEYS:
+                raise ValueError(f"tag key {key!r} is reserved (aws:*, satchel:stack)")
+            if len(text) > 256 or not _TAG_TEXT.match(text):
+                raise ValueError(
+                    f"tag {key!r}: its value must be at most 256 letters, digits, spaces or"
+                    " _.:/=+-@ (AWS's rule)"
+                )
+        return value
+
+    @field_validator("permissions_boundary_arn")
+    @classmethod
+    def _boundary(cls, value: str | None) -> str | None:
+        if value is not None and not _POLICY_ARN.match(value):
+            raise ValueError(
+                "must be the ARN of an IAM managed policy, arn:aws:iam::ACCOUNT:policy/NAME"
+                " (aws iam list-policies --query 'Policies[].Arn' lists them)"
+            )
+        return value
+
+    @field_validator("role_path")
+    @classmethod
+    def _iam_path(cls, value: str) -> str:
+        if not _IAM_PATH.match(value):
+            raise ValueError(
+                "must start and end with '/' (e.g. /workloads/satchel/), printable ASCII"
+                " without spaces, at most 512 characters"
+            )
+        return value
+
+    @field_validator("max_session_duration")
+    @classmethod
+    def _session(cls, value: int) -> int:
+        if not MIN_SESSION <= value <= MAX_SESSION:
+            raise ValueError(
+                f"{value} is outside IAM's bounds: {MIN_SESSION}-{MAX_SESSION} seconds (1-12 h)"
+            )
         return value
 
     @field_validator("app_cache_size_limit")

@@ -72,19 +72,34 @@ def trust_policy(spec: TrustSpec, target: Target = "aws") -> Document:
     }
 
 
-def pod_identity_trust_policy() -> Document:
-    """Trust for EKS Pod Identity: the EKS pods service assumes the role and tags the session."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "EksPodIdentity",
-                "Effect": "Allow",
-                "Principal": {"Service": "pods.eks.amazonaws.com"},
-                "Action": ["sts:AssumeRole", "sts:TagSession"],
-            }
-        ],
+# The session tags EKS Pod Identity sets on every session it asks STS for.
+POD_IDENTITY_NAMESPACE_TAG = "aws:RequestTag/kubernetes-namespace"
+POD_IDENTITY_SERVICE_ACCOUNT_TAG = "aws:RequestTag/kubernetes-service-account"
+
+
+def pod_identity_trust_policy(
+    namespace: str | None = None, service_account: str | None = None
+) -> Document:
+    """Trust for EKS Pod Identity: the EKS pods service assumes the role and tags the session.
+
+    With a namespace and service account, only sessions EKS tags with them are trusted: else
+    any Pod Identity association in the account naming this role (another namespace's, another
+    cluster's) would get its credentials.
+    """
+    statement: Document = {
+        "Sid": "EksPodIdentity",
+        "Effect": "Allow",
+        "Principal": {"Service": "pods.eks.amazonaws.com"},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
     }
+    if namespace is not None and service_account is not None:
+        statement["Condition"] = {
+            "StringEquals": {
+                POD_IDENTITY_NAMESPACE_TAG: namespace,
+                POD_IDENTITY_SERVICE_ACCOUNT_TAG: service_account,
+            }
+        }
+    return {"Version": "2012-10-17", "Statement": [statement]}
 
 
 def permission_policy(

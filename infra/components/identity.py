@@ -54,7 +54,11 @@ class AppIdentity(pulumi.ComponentResource):
             assert issuer_url is not None
             trust = self._irsa_trust(name, config, issuer_url, oidc_provider_arn, owner)
         else:
-            trust = pulumi.Output.from_input(json.dumps(pod_identity_trust_policy()))
+            scoped = config.pod_identity_trust_conditions
+            document = pod_identity_trust_policy(
+                config.namespace if scoped else None, config.service_account if scoped else None
+            )
+            trust = pulumi.Output.from_input(json.dumps(document))
 
         self.role = aws.iam.Role(
             f"{name}-role",
@@ -63,13 +67,16 @@ class AppIdentity(pulumi.ComponentResource):
                 f"Storage access for {config.namespace}/{config.service_account}"
                 f" ({config.identity_mode})"
             ),
-            max_session_duration=3600,
+            path=config.role_path,
+            permissions_boundary=config.permissions_boundary_arn,
+            max_session_duration=config.max_session_duration,
             tags=config.tags,
             opts=child,
         )
         self.policy = aws.iam.Policy(
             f"{name}-storage-policy",
             description="Objects under the app's four prefixes; listing of its bucket only",
+            path=config.role_path,
             policy=pulumi.Output.from_input(bucket_name).apply(
                 lambda bucket: json.dumps(
                     permission_policy(

@@ -129,7 +129,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         # The mocks hand a provider's secret inputs over as the text of the wrapper: unwrap.
         inputs = {**args.inputs, **dict(options.secret_values)}
         self.resources.append(Resource(args.typ, args.name, inputs, outputs, options))
-        return f"{args.name}-id", outputs
+        # A bucket's id is its name, as in AWS (its protections name it in their `bucket`).
+        resource_id = outputs["bucket"] if args.typ == "aws:s3/bucket:Bucket" else None
+        return resource_id or f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
         self.calls.append(args.token)
@@ -183,9 +185,11 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         bucket = inputs.get("bucket") or f"{inputs.get('bucketPrefix', '')}20261127abcdef"
         return {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
     if typ == "aws:iam/role:Role":
-        return {"name": name, "arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"}
+        path = inputs.get("path") or "/"
+        return {"name": name, "arn": f"arn:aws:iam::{ACCOUNT_ID}:role{path}{name}"}
     if typ == "aws:iam/policy:Policy":
-        return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:policy/{name}"}
+        path = inputs.get("path") or "/"
+        return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:policy{path}{name}"}
     if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
         host = inputs["url"].removeprefix("https://")
         return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{host}"}

@@ -231,6 +231,45 @@ BAD_CONFIGS = [
         id="kms-wildcard",
     ),
     pytest.param(
+        {"maxSessionDuration": 3599},
+        "satchel:maxSessionDuration",
+        "outside IAM's bounds: 3600-43200 seconds",
+        id="session-too-short",
+    ),
+    pytest.param(
+        {"maxSessionDuration": 43201},
+        "satchel:maxSessionDuration",
+        "outside IAM's bounds",
+        id="session-too-long",
+    ),
+    pytest.param(
+        {"rolePath": "workloads"}, "satchel:rolePath", "start and end with '/'", id="path-no-slash"
+    ),
+    pytest.param(
+        {"rolePath": "/team a/"}, "satchel:rolePath", "without spaces", id="path-with-space"
+    ),
+    pytest.param(
+        {"permissionsBoundaryArn": "arn:aws:iam::123456789012:role/boundary"},
+        "satchel:permissionsBoundaryArn",
+        "ARN of an IAM managed policy",
+        id="boundary-not-a-policy",
+    ),
+    pytest.param(
+        {"tags": {"aws:team": "x"}}, "satchel:tags", "'aws:team' is reserved", id="aws-tag-key"
+    ),
+    pytest.param(
+        {"tags": {"team": "a;b"}}, "satchel:tags", "tag 'team': its value", id="tag-value-chars"
+    ),
+    pytest.param(
+        {"tags": {"k" * 129: "x"}}, "satchel:tags", "1-128 letters", id="tag-key-too-long"
+    ),
+    pytest.param(
+        {"tags": {f"t{i}": "x" for i in range(50)}},
+        "satchel:tags",
+        "50 tags; AWS allows 49",
+        id="too-many-tags",
+    ),
+    pytest.param(
         {"appCacheSizeLimit": "lots"},
         "satchel:appCacheSizeLimit",
         "Kubernetes quantity",
@@ -248,6 +287,29 @@ BAD_CONFIGS = [
 )
 def test_a_key_arn_of_the_buckets_region_is_accepted(arn: str) -> None:
     assert parse_stack_config(_changed(kmsKeyArn=arn)).kms_key_arn == arn
+
+
+@pytest.mark.parametrize(
+    ("changes", "read"),
+    [
+        ({"maxSessionDuration": 3600}, ("max_session_duration", 3600)),
+        ({"maxSessionDuration": 43200}, ("max_session_duration", 43200)),
+        ({"rolePath": "/"}, ("role_path", "/")),
+        ({"rolePath": "/workloads/satchel/"}, ("role_path", "/workloads/satchel/")),
+        (
+            {"permissionsBoundaryArn": "arn:aws:iam::123456789012:policy/org/Boundary"},
+            ("permissions_boundary_arn", "arn:aws:iam::123456789012:policy/org/Boundary"),
+        ),
+        ({"permissionsBoundaryArn": ""}, ("permissions_boundary_arn", None)),
+        ({"tags": {"cost-center": "4711", "owner": "team@example.com"}}, None),
+    ],
+)
+def test_the_iam_options_accept_what_iam_accepts(
+    changes: dict[str, Any], read: tuple[str, Any] | None
+) -> None:
+    config = parse_stack_config(_changed(**changes))
+    if read is not None:
+        assert getattr(config, read[0]) == read[1]
 
 
 def test_a_kubeconfig_alone_says_which_cluster() -> None:

@@ -113,8 +113,17 @@ def test_parliament_flags_the_aws_trust_policy_only_as_it_flags_every_oidc_trust
     assert findings == sorted(OIDC_TRUST_EXEMPTIONS)
 
 
-def test_parliament_flags_the_pod_identity_trust_policy_only_for_its_missing_resource() -> None:
-    assert _parliament_findings(pod_identity_trust_policy()) == [MISSING_RESOURCE]
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(pod_identity_trust_policy(), id="unscoped"),
+        pytest.param(pod_identity_trust_policy("packeton", "packeton"), id="session-tags"),
+    ],
+)
+def test_parliament_flags_the_pod_identity_trust_policy_only_for_its_missing_resource(
+    document: Document,
+) -> None:
+    assert _parliament_findings(document) == [MISSING_RESOURCE]
 
 
 # the security shape, on fixed inputs
@@ -156,6 +165,18 @@ def test_the_pod_identity_trust_admits_the_eks_pods_service_to_assume_and_tag_on
     assert statement["Effect"] == "Allow"
     assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert sorted(_listed(statement["Action"])) == ["sts:AssumeRole", "sts:TagSession"]
+
+
+def test_the_scoped_pod_identity_trust_admits_only_sessions_tagged_with_the_account() -> None:
+    statement = _only_statement(pod_identity_trust_policy("packeton", "mirror"))
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert sorted(_listed(statement["Action"])) == ["sts:AssumeRole", "sts:TagSession"]
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "aws:RequestTag/kubernetes-namespace": "packeton",
+            "aws:RequestTag/kubernetes-service-account": "mirror",
+        }
+    }
 
 
 @pytest.mark.parametrize("kms_key", [None, KMS_KEY], ids=["sse-s3", "sse-kms"])

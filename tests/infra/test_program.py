@@ -3,9 +3,11 @@ and the stack outputs, run the way `pulumi up` runs it (from `infra/`, with Pulu
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
+import pulumi_aws
 import pytest
 
 import runtime
@@ -179,6 +181,12 @@ def test_pod_identity_mode_trusts_the_eks_pods_service_and_associates_the_accoun
     (statement,) = trust["Statement"]
     assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "aws:RequestTag/kubernetes-namespace": "packeton",
+            "aws:RequestTag/kubernetes-service-account": "packeton",
+        }
+    }
     association = run.one("aws:eks/podIdentityAssociation:PodIdentityAssociation")
     assert association.inputs["clusterName"] == "packeton-dev"
     assert association.inputs["namespace"] == "packeton"
@@ -382,3 +390,82 @@ def test_the_probes_wait_longer_than_the_apps_own_storage_check() -> None:
     (container,) = pod["containers"]
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["timeoutSeconds"] > PROBE_TIMEOUT, probe
+
+
+# IAM options real accounts require
+
+
+def test_the_role_takes_the_boundary_path_and_session_length_of_the_stack() -> None:
+    boundary = f"arn:aws:iam::{ACCOUNT_ID}:policy/org/WorkloadBoundary"
+    run = run_program(
+        _with(permissionsBoundaryArn=boundary, rolePath="/workloads/", maxSessionDuration=43200)
+    )
+    role = run.one("aws:iam/role:Role")
+    assert role.inputs["permissionsBoundary"] == boundary
+    assert role.inputs["path"] == "/workloads/"
+    assert role.inputs["maxSessionDuration"] == 43200
+    assert run.one("aws:iam/policy:Policy").inputs["path"] == "/workloads/"
+    assert (
+        run.outputs["roleArn"] == f"arn:aws:iam::{ACCOUNT_ID}:role/workloads/satchel-dev-app-role"
+    )
+    account = run.one("kubernetes:core/v1:ServiceAccount")
+    assert (
+        account.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        == (run.outputs["roleArn"])
+    )
+
+
+def test_without_iam_options_the_role_has_no_boundary_the_root_path_and_one_hour(
+    dev: ProgramRun,
+) -> None:
+    role = dev.one("aws:iam/role:Role")
+    assert "permissionsBoundary" not in role.inputs
+    assert role.inputs["path"] == "/"
+    assert role.inputs["maxSessionDuration"] == 3600
+
+
+def test_pod_identity_trust_without_session_tag_conditions_only_when_asked() -> None:
+    run = run_program(_with(identityMode="pod-identity", podIdentityTrustConditions=False))
+    trust = _doc(run.one("aws:iam/role:Role").inputs, "assumeRolePolicy")
+    assert "Condition" not in trust["Statement"][0]
+
+
+def _taggable(typ: str) -> bool:
+    """Whether the pulumi_aws resource of this type token takes `tags`."""
+    module, _, name = typ.removeprefix("aws:").partition(":")
+    cls = getattr(getattr(pulumi_aws, module.partition("/")[0]), name)
+    return "tags" in inspect.signature(cls._internal_init).parameters
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="irsa"),
+        pytest.param({"identityMode": "pod-identity"}, id="pod-identity"),
+        pytest.param(
+            {
+                "clusterName": None,
+                "oidcIssuerUrl": ISSUER,
+                "createOidcProvider": True,
+                "kubeconfig": "apiVersion: v1\n",
+            },
+            id="created-oidc-provider",
+        ),
+    ],
+)
+def test_every_taggable_aws_resource_carries_the_stacks_tags(changes: dict[str, Any]) -> None:
+    tags = {"team": "platform", "cost-center": "4711"}
+    mocks = RecordingMocks()
+    if changes.get("createOidcProvider"):
+        mocks.oidc_providers.clear()
+    run = run_program(_with(tags=tags, **changes), mocks=mocks)
+    aws_resources = [r for r in run.mocks.resources if r.type.startswith("aws:")]
+    taggable = [r for r in aws_resources if _taggable(r.type)]
+    assert {r.type for r in taggable} >= {
+        "aws:s3/bucket:Bucket",
+        "aws:iam/role:Role",
+        "aws:iam/policy:Policy",
+    }
+    assert len(taggable) < len(aws_resources)  # the check tells the two apart
+    for resource in taggable:
+        assert tags.items() <= dict(resource.inputs.get("tags") or {}).items(), resource.name
