@@ -102,13 +102,25 @@ class TokenStore:
         return sorted(self._by_digest.values(), key=lambda r: r.name)
 
     def verify(self, token: str) -> TokenRecord | None:
-        """The token's record, or None for an unknown (or revoked) token."""
+        """The token's record, or None for an unknown (or revoked) token. Re-lists the
+        tokens first when the table is older than `ttl` (bucket I/O: not on an event loop)."""
         if not token.startswith(TOKEN_PREFIX):
             return None
         with self._lock:
-            if self._loaded_at is None or self._monotonic() - self._loaded_at >= self.ttl:
+            if not self.fresh():
                 self._reload_locked()
-            return self._by_digest.get(digest(token))
+        return self.lookup(token)
+
+    def fresh(self) -> bool:
+        """Whether the table in memory is younger than `ttl` (then `lookup` is enough)."""
+        loaded = self._loaded_at
+        return loaded is not None and self._monotonic() - loaded < self.ttl
+
+    def lookup(self, token: str) -> TokenRecord | None:
+        """The token's record in the table in memory, without any I/O."""
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        return self._by_digest.get(digest(token))
 
     def _reload(self) -> None:
         with self._lock:

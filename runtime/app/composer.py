@@ -158,14 +158,23 @@ def load_root(stored: bytes) -> RootInfo:
     )
 
 
-def render_root(metadata_url: str, roots: list[RootInfo | None]) -> bytes:
-    """The mirror's packages.json over `roots` (None: an upstream not known yet). The
-    availability lists are kept only when every upstream restricts itself."""
+def render_root(
+    metadata_url: str,
+    roots: list[RootInfo | None],
+    private: tuple[list[str], list[str]] = ([], []),
+) -> bytes:
+    """The mirror's packages.json over `roots` (None: an upstream not known yet) and the
+    private repository's (names, patterns). The availability lists are kept only when
+    every upstream restricts itself; then the private ones join them."""
     document: dict[str, Any] = {"packages": [], "metadata-url": metadata_url}
     if roots and all(root is not None and root.restricted for root in roots):
         known = [root for root in roots if root is not None]
-        names = sorted({n for root in known for n in root.available_packages or ()})
-        patterns = sorted({p for root in known for p in root.available_patterns or ()})
+        names = sorted(
+            {n for root in known for n in root.available_packages or ()} | set(private[0])
+        )
+        patterns = sorted(
+            {p for root in known for p in root.available_patterns or ()} | set(private[1])
+        )
         document["available-packages"] = names  # even empty: the upstreams have nothing else
         if patterns:
             document["available-package-patterns"] = patterns

@@ -16,6 +16,15 @@
 - `SATCHEL_HOT_CACHE_SIZE` (`64M`): the in-process cache of mirrored metadata, per worker.
 - `SATCHEL_MAX_CONNECTIONS` (`512`): open connections per worker; more are answered 503 at
   once (with the 64 KiB bound on a request's head, this bounds a worker's memory).
+
+The private repository (packages published to the bucket, behind tokens):
+- `SATCHEL_AUTH` (`private`): `private` = private packages and publishing need a token, the
+  mirror is open; `all` = every endpoint but `/healthz` and `/readyz` needs a `read` token.
+- `SATCHEL_PRIVATE_VENDORS` (empty): comma-separated vendors (`acme,internal`) whose
+  packages are never looked up upstream, published yet or not (dependency confusion).
+- `SATCHEL_PRIVATE_TTL` (`10`): seconds before a new version, a new token or a revocation
+  reaches every replica (each keeps what it read of them that long).
+- `SATCHEL_MAX_ARCHIVE_SIZE` (`64M`): the largest archive an upload may carry (413 beyond).
 """
 
 from __future__ import annotations
@@ -33,7 +42,11 @@ from runtime.settings import ByteSize
 
 DEFAULT_UPSTREAMS = "packagist=https://repo.packagist.org"
 # Aliases name URL path segments: these would shadow the mirror's own routes.
-RESERVED_ALIASES = frozenset({"p2", "dists", "healthz", "readyz", "packages.json"})
+RESERVED_ALIASES = frozenset(
+    {"p2", "dists", "healthz", "readyz", "packages.json", "packages", "private", "metrics"}
+)
+AUTH_MODES = ("private", "all")
+_VENDOR = re.compile(r"^[a-z0-9]([_.-]?[a-z0-9]+)*\Z")
 _ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 # variable -> (field, default)
@@ -49,6 +62,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "SATCHEL_UPSTREAM_RETRIES": ("upstream_retries", "2"),
     "SATCHEL_HOT_CACHE_SIZE": ("hot_cache_size", "64M"),
     "SATCHEL_MAX_CONNECTIONS": ("max_connections", "512"),
+    "SATCHEL_AUTH": ("auth", "private"),
+    "SATCHEL_PRIVATE_VENDORS": ("private_vendors", ""),
+    "SATCHEL_PRIVATE_TTL": ("private_ttl", "10"),
+    "SATCHEL_MAX_ARCHIVE_SIZE": ("max_archive_size", "64M"),
 }
 _VAR_OF_FIELD = {field: var for var, (field, _) in VARIABLES.items()}
 
@@ -74,6 +91,28 @@ class ServeConfig(BaseModel):
     upstream_retries: int = Field(ge=0, le=10)
     hot_cache_size: ByteSize
     max_connections: int = Field(ge=2, le=100_000)
+    auth: str
+    private_vendors: frozenset[str]
+    private_ttl: float = Field(ge=0, le=3600)
+    max_archive_size: ByteSize
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth(cls, value: Any) -> Any:
+        if value not in AUTH_MODES:
+            raise ValueError(f"use {' or '.join(AUTH_MODES)}")
+        return value
+
+    @field_validator("private_vendors", mode="before")
+    @classmethod
+    def _vendors(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        vendors = {v.strip().lower() for v in value.split(",") if v.strip()}
+        bad = sorted(v for v in vendors if not _VENDOR.match(v))
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a Composer vendor name")
+        return frozenset(vendors)
 
     @field_validator("upstreams", mode="before")
     @classmethod

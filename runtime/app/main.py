@@ -11,16 +11,21 @@ from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from runtime.app.auth import Auth
 from runtime.app.config import ServeConfig, load_serve_config
 from runtime.app.dists import Dists
 from runtime.app.documents import Documents
 from runtime.app.health import ReadinessProbe
 from runtime.app.logs import AccessLog
+from runtime.app.private import PrivateRepository
 from runtime.app.routes import Services, routes
 from runtime.app.upstream import UpstreamClient, new_client
 from runtime.mirror import open_mirror
+from runtime.mirror.filecache import FileCache
+from runtime.repository import Repository
 from runtime.settings import Settings, load_settings
 from runtime.storage import Storages, open_storages
+from runtime.tokens import TokenStore
 
 
 def create_app(
@@ -35,12 +40,20 @@ def create_app(
 ) -> Starlette:
     storages = storages or open_storages(settings)
     mirror = open_mirror(settings, storages, clock=clock)
+    # Private archives: the artifacts storage through the archive cache (one GET per host).
+    archives = FileCache(
+        storages.artifacts, settings.archive_cache_dir, settings.archive_cache_size, mirror.stats
+    )
+    private = PrivateRepository(
+        Repository(storages.packages, storages.artifacts), archives, config, monotonic
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Count the caches from the disk, removing what a crashed fill left (an emptyDir
         # outlives a container restart).
         await to_thread.run_sync(mirror.recount)
+        await to_thread.run_sync(archives.recount)
         async with new_client(config.upstream_timeout) as http:
             upstream = UpstreamClient(http, retries=config.upstream_retries, clock=monotonic)
             documents = Documents(mirror, upstream, config, clock)
@@ -49,6 +62,10 @@ def create_app(
                 documents=documents,
                 dists=Dists(mirror, documents, upstream, config.negative_ttl, clock),
                 readiness=ReadinessProbe(storages.mirror_meta, clock=monotonic),
+                auth=Auth(
+                    TokenStore(storages.packages, config.private_ttl, monotonic), config.auth
+                ),
+                private=private,
             )
             yield
 

@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runtime.app import private as private_routes
+from runtime.app.auth import Auth
 from runtime.app.composer import (
     is_dist_file,
     p2_path,
@@ -41,6 +43,7 @@ from runtime.app.http import (
     validator_headers,
 )
 from runtime.app.logs import note_cache
+from runtime.app.private import PrivateRepository, p2_response
 from runtime.app.upstream import UpstreamError
 from runtime.errors import StorageError
 from runtime.repository.names import is_package_name
@@ -55,6 +58,8 @@ class Services:
     documents: Documents
     dists: Dists
     readiness: ReadinessProbe
+    auth: Auth
+    private: PrivateRepository
     hosts: HostPolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,17 +84,23 @@ def services(request: Request) -> Services:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+MIRROR = "mirror"  # the scope SATCHEL_AUTH gives the public mirror: none, or read with `all`
 
 
-def host_checked(endpoint: Endpoint) -> Endpoint:
-    """The endpoint, behind the Host policy."""
+def checked(endpoint: Endpoint, scope: str | None = MIRROR) -> Endpoint:
+    """The endpoint behind the one gate every endpoint but the probes passes: the Host
+    policy, then the token check for `scope`."""
 
-    async def checked(request: Request) -> Response:
-        refusal = services(request).hosts.refusal(request.headers.get("host"))
+    async def gated(request: Request) -> Response:
+        found = services(request)
+        refusal: Response | None = found.hosts.refusal(request.headers.get("host"))
+        if refusal is None:
+            needed = found.auth.mirror_scope if scope == MIRROR else scope
+            refusal = await found.auth.check(request, needed)
         return refusal if refusal is not None else await endpoint(request)
 
-    checked.__name__ = endpoint.__name__
-    return checked
+    gated.__name__ = endpoint.__name__
+    return gated
 
 
 def _aliases(request: Request) -> list[str] | None:
@@ -120,7 +131,13 @@ async def packages_json(request: Request) -> Response:
     docs = [lookup.doc if lookup else None for lookup in lookups]
     prefix = f"/{request.path_params['alias']}" if "alias" in request.path_params else ""
     metadata_url = f"{mirror.base_url(request)}{prefix}/p2/%package%.json"
-    body = render_root(metadata_url, [doc.root() if doc else None for doc in docs])
+    # Private names are listed only to those who may read them (anonymous root documents
+    # must not disclose them); private vendors are patterns the operator chose.
+    private = mirror.private
+    names = await private.names() if await mirror.auth.allowed(request, "read") else ()
+    patterns = [f"{vendor}/*" for vendor in sorted(private.vendors)]
+    roots = [doc.root() if doc else None for doc in docs]
+    body = render_root(metadata_url, roots, private=(sorted(names), patterns))
     # Derived from what is stored, so every replica sends the same validators; the body
     # holds the base URL, so the ETag covers it.
     etag = hashlib.sha1(body, usedforsecurity=False).hexdigest()
@@ -135,6 +152,16 @@ async def p2(request: Request) -> Response:
     name, dev = split_p2_file(f"{request.path_params['vendor']}/{request.path_params['file']}")
     if aliases is None or not is_package_name(name):
         return error(404, "no such package")
+    base = mirror.base_url(request)
+    try:
+        private = await mirror.private.owns(name)  # then never looked up upstream
+    except StorageError as exc:
+        return error(503, str(exc))
+    if private:
+        refusal = await mirror.auth.check(request, "read")
+        if refusal is not None:
+            return refusal
+        return await p2_response(request, name, dev, base, lambda etag: f"{etag}.{base_tag(base)}")
     try:
         lookup = await _find_package(mirror.documents, aliases, name, dev)
     except UpstreamUnavailable as exc:
@@ -146,7 +173,6 @@ async def p2(request: Request) -> Response:
     if lookup.doc is None:
         return error(404, f"{name} is not in the mirrored repositories")
     doc = lookup.doc
-    base = mirror.base_url(request)
     etag = f"{doc.entry.etag}.{base_tag(base)}"  # one ETag per rendering
     return _metadata_response(request, doc.render(base), etag, doc.entry.last_modified)
 
@@ -238,9 +264,20 @@ async def readyz(request: Request) -> Response:
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
-    Route("/packages.json", host_checked(packages_json)),
-    Route("/p2/{vendor}/{file}.json", host_checked(p2)),
-    Route("/dists/{alias}/{vendor}/{package}/{file}", host_checked(dist)),
-    Route("/{alias}/packages.json", host_checked(packages_json)),
-    Route("/{alias}/p2/{vendor}/{file}.json", host_checked(p2)),
+    Route("/packages.json", checked(packages_json)),
+    Route("/p2/{vendor}/{file}.json", checked(p2)),
+    Route("/dists/{alias}/{vendor}/{package}/{file}", checked(dist)),
+    Route("/private/dists/{vendor}/{package}/{file}", checked(private_routes.dist, "read")),
+    Route(
+        "/packages/upload/{vendor}/{package}/{version}",
+        checked(private_routes.upload, "publish"),
+        methods=["PUT", "POST"],
+    ),
+    Route(
+        "/packages/upload/{vendor}/{package}",
+        checked(private_routes.upload, "publish"),
+        methods=["PUT", "POST"],
+    ),
+    Route("/{alias}/packages.json", checked(packages_json)),
+    Route("/{alias}/p2/{vendor}/{file}.json", checked(p2)),
 ]
