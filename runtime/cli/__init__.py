@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from runtime.cli import doctor, env, files, serve
+from runtime.cli import doctor, env, files, repository, serve
 
 app = typer.Typer(
     name="satchel",
@@ -21,6 +21,8 @@ app.command()(doctor.doctor)
 app.command()(serve.serve)
 for command in (files.ls, files.cat, files.put, files.rm):
     app.command()(command)
+for repository_command in (repository.publish, repository.unpublish, repository.packages):
+    app.command()(repository_command)
 
 from runtime.cli.local import local  # noqa: E402  (after the app it extends)
 
@@ -29,3 +31,7 @@ app.add_typer(local, name="local")
 from runtime.cli.cache import cache  # noqa: E402
 
 app.add_typer(cache, name="cache")
+
+from runtime.cli.tokens import tokens  # noqa: E402
+
+app.add_typer(tokens, name="token")
