@@ -1,0 +1,1 @@
+"""Satchel's Pulumi policy pack: `pulumi preview --policy-pack infra/policy_pack`."""
