@@ -57,7 +57,8 @@ class LocalTarget:
 
     @property
     def role_arn(self) -> str:
-        return f"arn:aws:iam::{ACCOUNT_ID}:role/{self.role_name}"
+        # IAM puts the role's path (satchel:rolePath) between `role` and its name.
+        return f"arn:aws:iam::{ACCOUNT_ID}:role{self.config.role_path}{self.role_name}"
 
     @property
     def token_file(self) -> Path:
@@ -90,7 +91,8 @@ class LocalTarget:
         return {
             "sts": {
                 "tokenDuration": self.token_duration,
-                "maxSessionLength": "12h",
+                # The role's maxSessionDuration; SeaweedFS has one bound for all its roles.
+                "maxSessionLength": f"{self.config.max_session_duration}s",
                 "issuer": "seaweedfs-sts",
                 "accountId": ACCOUNT_ID,
                 "signingKey": base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -112,7 +114,9 @@ class LocalTarget:
             "policy": {"defaultEffect": "Deny"},
             "roles": [
                 {
-                    "roleName": self.role_name,
+                    # SeaweedFS names a role by all that follows `role/` in its ARN: the
+                    # path too, so the AWS-shaped ARN (with satchel:rolePath) resolves.
+                    "roleName": self.role_arn.partition(":role/")[2],
                     "roleArn": self.role_arn,
                     "trustPolicy": trust_policy(spec, "seaweedfs"),
                     "attachedPolicies": [POLICY_NAME],
