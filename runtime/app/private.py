@@ -251,14 +251,17 @@ async def _archive_and_source(request: Request, body: bytes) -> tuple[bytes, dic
         form = await _InMemoryParts(request.headers, stream(), max_files=1, max_fields=8).parse()
     except MultiPartException as exc:
         raise ValueError(f"the multipart body cannot be read: {exc.message}") from None
-    package = form.get("package")
-    if package is None or isinstance(package, str):
-        raise ValueError("a multipart upload carries the zip in the file field 'package'")
-    data = await package.read()
-    fields = {"src-type": "type", "src-url": "url", "src-ref": "reference"}
-    source = {
-        key: value.strip()
-        for field_name, key in fields.items()
-        if isinstance(value := form.get(field_name), str) and value.strip()
-    }
-    return data, source
+    try:
+        package = form.get("package")
+        if package is None or isinstance(package, str):
+            raise ValueError("a multipart upload carries the zip in the file field 'package'")
+        data = await package.read()
+        fields = {"src-type": "type", "src-url": "url", "src-ref": "reference"}
+        source = {
+            key: value.strip()
+            for field_name, key in fields.items()
+            if isinstance(value := form.get(field_name), str) and value.strip()
+        }
+        return data, source
+    finally:
+        await form.close()
