@@ -191,6 +191,28 @@ class StackConfig(BaseModel):
     app_replicas: int = Field(
         default=2, alias="appReplicas", ge=2, description="Replicas of the app (at least 2)"
     )
+    app_max_replicas: int = Field(
+        default=0,
+        alias="appMaxReplicas",
+        ge=0,
+        description=(
+            "Above appReplicas: a HorizontalPodAutoscaler scales the app between the two on"
+            " CPU (0: no autoscaler)"
+        ),
+    )
+    service_monitor: bool = Field(
+        default=False,
+        alias="serviceMonitor",
+        description=(
+            "Scrape /metrics through a Prometheus Operator ServiceMonitor (else the pods carry"
+            " prometheus.io/* annotations)"
+        ),
+    )
+    service_monitor_labels: dict[str, str] = Field(
+        default_factory=dict,
+        alias="serviceMonitorLabels",
+        description="Labels of the ServiceMonitor (those your Prometheus selects)",
+    )
     app_cache_size_limit: str = Field(
         default="2Gi",
         alias="appCacheSizeLimit",
@@ -295,6 +317,15 @@ class StackConfig(BaseModel):
     def _app_image_when_deployed(self) -> StackConfig:
         if self.deploy_app and not self.app_image:
             raise ValueError("appImage: deployApp needs the app's container image")
+        return self
+
+    @model_validator(mode="after")
+    def _autoscaling_range(self) -> StackConfig:
+        if self.app_max_replicas and self.app_max_replicas <= self.app_replicas:
+            raise ValueError(
+                f"appMaxReplicas: {self.app_max_replicas} must be above appReplicas"
+                f" ({self.app_replicas}), the autoscaler's minimum; 0 turns autoscaling off"
+            )
         return self
 
     @model_validator(mode="after")

@@ -1,5 +1,14 @@
 """`satchel:index:AppDeployment`: `satchel serve` as a Deployment of several stateless replicas
-sharing only the bucket (off unless `deployApp`)."""
+sharing only the bucket (off unless `deployApp`), that survives node drains: a disruption
+budget, spread over zones and nodes, a drain that stops new traffic before SIGTERM, an optional
+autoscaler, and Prometheus scraping of /metrics (annotations, or a ServiceMonitor).
+
+Drain: when a pod is deleted it leaves the Service's ready endpoints at once (it is
+terminating), but kube-proxy and load balancers learn that a few seconds later. The preStop
+sleep keeps the app serving through that window; then SIGTERM, and uvicorn stops accepting and
+lets open responses (a dist stream) finish for up to the app's graceful-shutdown time. The
+grace period covers both, plus a margin, before kubelet's SIGKILL.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ import pulumi_kubernetes as k8s
 from infra.cache_layout import cache_volumes
 from infra.config import StackConfig
 from runtime.app.health import PROBE_TIMEOUT
+from runtime.app.server import GRACEFUL_SHUTDOWN_SECONDS
 
 PORT = 8080
 LABELS = {"app.kubernetes.io/name": "satchel", "app.kubernetes.io/component": "mirror"}
@@ -33,6 +43,43 @@ RESTRICTED_CONTAINER: k8s.core.v1.SecurityContextArgsDict = {
     "capabilities": {"drop": ["ALL"]},
     "seccomp_profile": {"type": "RuntimeDefault"},
 }
+
+
+# Endpoint removal reaches kube-proxy and load balancers within seconds: serve meanwhile.
+PRESTOP_SLEEP_SECONDS = 10
+# SIGTERM to exit: uvicorn's drain, then the workers' exit.
+EXIT_MARGIN_SECONDS = 5
+TERMINATION_GRACE_SECONDS = PRESTOP_SLEEP_SECONDS + GRACEFUL_SHUTDOWN_SECONDS + EXIT_MARGIN_SECONDS
+METRICS_PATH = "/metrics"
+SCRAPE_INTERVAL = "30s"
+CPU_TARGET_PERCENT = 70
+ZONE_KEY = "topology.kubernetes.io/zone"
+NODE_KEY = "kubernetes.io/hostname"
+
+
+def scrape_annotations() -> dict[str, str]:
+    """The de-facto annotations Prometheus' kubernetes-pods job keeps (prometheus.io/*)."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(PORT),
+        "prometheus.io/path": METRICS_PATH,
+    }
+
+
+def spread() -> list[k8s.core.v1.TopologySpreadConstraintArgsDict]:
+    """Replicas spread over zones (as far as the cluster's capacity allows) and over nodes
+    (never two on one node while another node fits one), counted per rollout revision."""
+
+    def constraint(key: str, when: str) -> k8s.core.v1.TopologySpreadConstraintArgsDict:
+        return {
+            "max_skew": 1,
+            "topology_key": key,
+            "when_unsatisfiable": when,
+            "label_selector": {"match_labels": LABELS},
+            "match_label_keys": ["pod-template-hash"],
+        }
+
+    return [constraint(ZONE_KEY, "ScheduleAnyway"), constraint(NODE_KEY, "DoNotSchedule")]
 
 
 def env_hash(env: dict[str, str]) -> str:
@@ -73,6 +120,7 @@ class AppDeployment(pulumi.ComponentResource):
             "ports": [{"name": "http", "container_port": PORT}],
             "env_from": [{"config_map_ref": {"name": config_map}}],
             "readiness_probe": _probe("/readyz", 5),
+            "lifecycle": {"pre_stop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
             "liveness_probe": _probe("/healthz", 10),
             "resources": {
                 "requests": {"cpu": "250m", "memory": "256Mi"},
@@ -86,20 +134,19 @@ class AppDeployment(pulumi.ComponentResource):
             "namespace": config.namespace,
             "labels": LABELS,
         }
+        annotations: dict[str, pulumi.Input[str]] = {
+            ENV_HASH_ANNOTATION: pulumi.Output.from_input(env).apply(env_hash),
+            **({} if config.service_monitor else scrape_annotations()),
+        }
         spec: k8s.apps.v1.DeploymentSpecArgsDict = {
-            "replicas": config.app_replicas,
             "selector": {"match_labels": LABELS},
             "strategy": {"rolling_update": {"max_unavailable": 0, "max_surge": 1}},
             "template": {
-                "metadata": {
-                    "labels": LABELS,
-                    "annotations": {
-                        ENV_HASH_ANNOTATION: pulumi.Output.from_input(env).apply(env_hash)
-                    },
-                },
+                "metadata": {"labels": LABELS, "annotations": annotations},
                 "spec": {
                     "service_account_name": service_account,
-                    "termination_grace_period_seconds": 30,
+                    "termination_grace_period_seconds": TERMINATION_GRACE_SECONDS,
+                    "topology_spread_constraints": spread(),
                     "security_context": {
                         "run_as_non_root": True,
                         "run_as_user": APP_UID,
@@ -115,6 +162,9 @@ class AppDeployment(pulumi.ComponentResource):
                 },
             },
         }
+        if not config.app_max_replicas:
+            # With an autoscaler, the replica count is its own: Pulumi leaves the field alone.
+            spec["replicas"] = config.app_replicas
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,
@@ -130,4 +180,64 @@ class AppDeployment(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(
             f"{name}-service", metadata=metadata, spec=service, opts=child
         )
+        self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-disruption-budget",
+            metadata=metadata,
+            spec={
+                # A drain evicts one replica at a time; the rest keep serving.
+                "max_unavailable": 1,
+                "selector": {"match_labels": LABELS},
+                # A pod that is not ready serves nothing: evicting it never blocks a drain.
+                "unhealthy_pod_eviction_policy": "AlwaysAllow",
+            },
+            opts=child,
+        )
+        if config.app_max_replicas:
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-autoscaler",
+                metadata=metadata,
+                spec={
+                    "scale_target_ref": {
+                        "api_version": "apps/v1",
+                        "kind": "Deployment",
+                        "name": self.deployment.metadata["name"],
+                    },
+                    "min_replicas": config.app_replicas,
+                    "max_replicas": config.app_max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {
+                                    "type": "Utilization",
+                                    "average_utilization": CPU_TARGET_PERCENT,
+                                },
+                            },
+                        }
+                    ],
+                },
+                opts=child,
+            )
+        if config.service_monitor:
+            k8s.apiextensions.CustomResource(
+                f"{name}-service-monitor",
+                api_version="monitoring.coreos.com/v1",
+                kind="ServiceMonitor",
+                metadata={
+                    "name": "satchel",
+                    "namespace": config.namespace,
+                    "labels": {**LABELS, **config.service_monitor_labels},
+                },
+                spec={
+                    "selector": {"matchLabels": LABELS},
+                    "namespaceSelector": {"matchNames": [config.namespace]},
+                    "endpoints": [
+                        {"port": "http", "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}
+                    ],
+                },
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(depends_on=[self.service])
+                ),
+            )
         self.register_outputs({"deployment": self.deployment.metadata["name"]})
