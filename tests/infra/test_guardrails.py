@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -415,3 +417,33 @@ def test_only_the_entry_point_builds_the_pack(pack_entry_point: str) -> None:
     assert "PolicyPack(" not in source
     assert "PolicyPack(" in pack_entry_point
     assert "policies=POLICIES" in pack_entry_point
+
+
+def test_the_entry_point_serves_the_pack_without_this_repository_on_the_path(
+    tmp_path: Path,
+) -> None:
+    """As the CLI runs it (`runpy.run_path(PACK_DIR)`), with `infra` not importable (the pack's
+    own virtualenv): it falls back to its sibling module and prints the analyzer's port."""
+    pack = Path(guardrails.__file__).parent
+    script = (
+        "import runpy, sys\n"
+        "sys.modules['infra'] = None  # not importable, as in the pack's own virtualenv\n"
+        f"runpy.run_path({str(pack)!r}, run_name='__main__')\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = process.stdout.readline().strip()
+        assert port.isdigit(), process.stderr.read() if process.stderr else port
+    finally:
+        process.kill()
+        process.wait(10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
