@@ -23,7 +23,7 @@ from runtime.mirror.budget import TEMP_GRACE, DiskBudget
 from runtime.mirror.filecache import FileCache, Fill
 from runtime.mirror.locks import LOCK_DIR, STRIPES
 from runtime.mirror.metadata import MetadataStore
-from runtime.mirror.spool import open_spool
+from runtime.mirror.spool import RESERVE_STEP, open_spool
 from runtime.mirror.stats import MirrorStats
 from runtime.storage import Fetched, ObjectInfo, Storage
 
@@ -235,8 +235,8 @@ def test_a_spooled_download_counts_against_the_dist_cache_and_is_returned(
     budget = DiskBudget(tmp_path / "cache", 20 * ENTRY)
     with open_spool(budget) as spool:
         spool.write(secrets.token_bytes(3 * ENTRY))
-        assert budget.usage().temp_bytes == 3 * ENTRY
-        assert _reserved(budget) >= 3 * ENTRY
+        assert budget.usage().temp_bytes == RESERVE_STEP  # what it will hold, reserved
+        assert _reserved(budget) == RESERVE_STEP
     assert budget.usage().bytes == 0 and _reserved(budget) == 0
     with (
         pytest.raises(OSError, match="larger than the dist cache's bound"),
@@ -248,5 +248,35 @@ def test_a_spooled_download_counts_against_the_dist_cache_and_is_returned(
 
 
 def _reserved(budget: DiskBudget) -> int:
-    raw = (budget.directory / ".usage").read_bytes()
-    return int.from_bytes(raw[:8], "big")
+    """What the shared counter holds (no counter yet: nothing was ever reserved)."""
+    counter = budget.directory / ".usage"
+    return int.from_bytes(counter.read_bytes()[:8], "big") if counter.exists() else 0
+
+
+def test_a_recount_elsewhere_never_loses_what_writers_reserved(tmp_path: Path) -> None:
+    """A spool half-way through its reservation and a fill between its reservation and its
+    first byte: another process recounting from the disk meanwhile still counts them."""
+    budget = DiskBudget(tmp_path / "cache", 20 * ENTRY)
+    other = DiskBudget(tmp_path / "cache", 20 * ENTRY)  # another process's view
+    with open_spool(budget) as spool:
+        spool.write(secrets.token_bytes(ENTRY))  # 8 MiB reserved, 1 MiB written
+        other.recount()
+        assert _reserved(other) == RESERVE_STEP
+        spool.write(secrets.token_bytes(7 * ENTRY + 1))  # a second step
+        other.recount()
+        assert _reserved(other) == 2 * RESERVE_STEP
+        assert not other.reserve(5 * ENTRY)  # 16 + 5 > 20: refused, not over the bound
+        assert other.reserve(4 * ENTRY)
+    assert _reserved(budget) == 4 * ENTRY  # the spool gave its 16 MiB back
+
+
+def test_a_fill_that_fails_to_start_leaves_no_reservation(tmp_path: Path) -> None:
+    backend = _Bodies()
+    cache = _cache(tmp_path / "cache", 1 << 30, backend)
+    backend.bodies["a.zip"] = secrets.token_bytes(ENTRY)
+    shard = cache.entry_path("a.zip").parent
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"")  # a file where the shard directory should be: no temp file
+    for _ in range(5):
+        assert cache.open("a.zip").read() == backend.bodies["a.zip"]
+    assert cache.budget is not None and _reserved(cache.budget) == 0

@@ -73,7 +73,10 @@ def test_a_bucket_dying_mid_fill_fails_the_read_and_leaves_no_entry(
         with pytest.raises(BackendUnavailable, match="connection broke"):
             mirror.open_dist("crash/big.zip")
         assert _files(tmp_path / "cache" / "dist") == []  # no entry, no temp file
-        assert mirror.dists.disk_usage() == (0, 0)  # and its reservation given back
+        assert mirror.dists.disk_usage() == (0, 0)
+        assert mirror.dists.budget is not None
+        counter = (mirror.dists.budget.directory / USAGE_FILE).read_bytes()
+        assert int.from_bytes(counter[:8], "big") == 0  # its reservation given back
     finally:
         crash_target.start_storage()
     monkeypatch.setattr(storage, "get", real_get)

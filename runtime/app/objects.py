@@ -54,8 +54,12 @@ class CachedObjects:
             task = asyncio.ensure_future(self._fill_within_wait(key))
             self._fills[key] = task
             task.add_done_callback(lambda done: self._forget_fill(key, done))
-        # Shielded: a client that leaves does not cancel the fill the others wait for.
-        outcome = await asyncio.shield(task)
+        # Shielded: a client that leaves does not cancel the fill the others wait for. A
+        # fill slower than FILL_WAIT (a stalled bucket) leaves its waiters to the bucket.
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(task), FILL_WAIT)
+        except TimeoutError:
+            return False
         return started and outcome is Fill.FILLED
 
     async def _fill_within_wait(self, key: str) -> Fill:

@@ -22,6 +22,7 @@ from typing import BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from anyio import to_thread
 
 log = logging.getLogger("satchel.upstream")
 
@@ -120,7 +121,9 @@ class UpstreamClient:
                     raise UpstreamError(f"{safe_url(url)} answered HTTP {response.status_code}")
                 async for chunk in response.aiter_bytes(CHUNK):
                     digest.update(chunk)
-                    sink.write(chunk)
+                    # Off the event loop: a spool in the cache dir reserves its bytes under
+                    # the cache's lock, which an eviction elsewhere may hold for a while.
+                    await to_thread.run_sync(sink.write, chunk)
             if shasum and digest.hexdigest() != shasum.lower():
                 raise UpstreamError(
                     f"{safe_url(url)}: SHA-1 {digest.hexdigest()} is not the shasum {shasum}"

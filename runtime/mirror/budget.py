@@ -7,9 +7,11 @@ a full cache scans its directory once per batch, not once per fill (nginx's cach
 works the same way). The counter is recounted from the disk when it is missing, on every
 eviction and after `RECOUNT_SECONDS`: what a crash left uncounted cannot skew it for long.
 
-Temp files (`.fill-*`, entries being written) are flock'ed by their writer for as long as it
-writes: one that nobody holds was left by a crashed process and is removed by the next
-recount, eviction or prune.
+Temp files (`.fill-<reserved>-*`, entries and downloads being written) are created before
+their bytes are reserved and carry the reservation in their name, so a recount by another
+process counts what they will hold, not what they hold yet. Each is flock'ed by its writer
+for as long as it writes: one that nobody holds was left by a crashed process and is
+removed by the next recount, eviction or prune.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.mirror.locks import LOCK_DIR, USAGE_LOCK, FileLock, count_locks, is_held
+from runtime.mirror.locks import (
+    LOCK_DIR,
+    USAGE_LOCK,
+    FileLock,
+    count_locks,
+    is_held,
+    remove_foreign_locks,
+)
 
 TEMP_PREFIX = ".fill-"
 SPOOL_DIR = "spool"  # downloads on their way to the bucket (runtime.mirror.spool)
@@ -51,10 +60,11 @@ class _File:
     size: int
 
 
-def create_temp(parent: Path) -> tuple[int, Path]:
-    """A new temp file in `parent`, locked by this process until its fd is closed."""
+def create_temp(parent: Path, reserved: int) -> tuple[int, Path]:
+    """A new temp file in `parent` for `reserved` bytes, locked by this process until its
+    fd is closed."""
     parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=parent)
+    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{reserved}-", dir=parent)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BaseException:
@@ -78,19 +88,21 @@ class DiskBudget:
         self.low_water = low_water
         self._clock = clock
 
-    def reserve(self, size: int) -> bool:
-        """Count `size` bytes about to be written, evicting first if they would not fit.
-        False (nothing counted) when they cannot fit, not even once every entry is evicted
-        (other writers' temp files hold the space). Raises OSError."""
+    def reserve(self, size: int, temp: Path | None = None) -> bool:
+        """Count `size` more bytes about to be written into `temp` (whose name already
+        holds them, on top of what was reserved for it before), evicting first if they
+        would not fit. False (nothing counted) when they cannot fit, not even once every
+        entry is evicted (other writers' temp files hold the space). Raises OSError."""
         if size > self.max_bytes:
             return False
         with self._locked() as counter:
             total, counted = self._read(counter)
+            reserving = (temp, size) if temp is not None else None
             if total is None or self._clock() - counted > RECOUNT_SECONDS:
-                total, counted = self._evict(None), self._clock()
+                total, counted = self._evict(None, reserving), self._clock()
             if total + size > self.max_bytes:
                 low_water = int(self.max_bytes * self.low_water) - size
-                total, counted = self._evict(low_water), self._clock()
+                total, counted = self._evict(low_water, reserving), self._clock()
             if total + size > self.max_bytes:
                 self._write(counter, total, counted)
                 return False
@@ -105,21 +117,24 @@ class DiskBudget:
                 self._write(counter, max(0, total - size), counted)
 
     def prune(self, max_bytes: int | None = None) -> tuple[int, int]:
-        """Evict down to `max_bytes` (default: the bound) and drop stale temp files.
-        Returns (files, bytes) removed."""
+        """Evict down to `max_bytes` (default: the bound), drop stale temp files and lock
+        files of older versions. Returns (files, bytes) removed."""
         bound = self.max_bytes if max_bytes is None else max_bytes
         with self._locked() as counter:
             before = self.usage()
             total = self._evict(bound)
             self._write(counter, total, self._clock())
+        remove_foreign_locks(self.directory)
         after = self.usage()
         files = before.entries + before.temp_files - after.entries - after.temp_files
         return max(0, files), max(0, before.bytes - after.bytes)
 
     def recount(self) -> Usage:
-        """Count from the disk, removing what crashed writers left (at start, and on demand)."""
+        """Count from the disk, removing what crashed writers left and lock files of older
+        versions (at start, and on demand)."""
         with self._locked() as counter:
             self._write(counter, self._evict(None), self._clock())
+        remove_foreign_locks(self.directory)
         return self.usage()
 
     def usage(self) -> Usage:
@@ -155,11 +170,14 @@ class DiskBudget:
     def _write(self, fd: int, total: int, counted: float) -> None:
         os.pwrite(fd, _COUNTER.pack(total, counted), 0)
 
-    def _evict(self, target: int | None) -> int:
+    def _evict(self, target: int | None, reserving: tuple[Path, int] | None = None) -> int:
         """Remove stale temp files, then the oldest entries until at most `target` bytes
-        are used (None: evict nothing). Returns the bytes still used."""
+        are used (None: evict nothing). Returns the bytes still used, less the `reserving`
+        (temp file, bytes) whose reservation is being made."""
         entries, temps = self._scan(remove_stale=True)
         total = sum(f.size for f in entries) + sum(f.size for f in temps)
+        if reserving is not None and any(t.path == reserving[0] for t in temps):
+            total -= reserving[1]
         if target is None:
             return total
         for entry in sorted(entries, key=lambda f: f.used):
@@ -189,7 +207,11 @@ class DiskBudget:
                         found = _File(Path(item.path), st.st_mtime, st.st_size)
                         if not item.name.startswith(TEMP_PREFIX):
                             entries.append(found)
-                        elif now - st.st_mtime < TEMP_GRACE or is_held(found.path):
+                            continue
+                        # What it will hold: the reservation in its name, or more.
+                        will_hold = max(st.st_size, _reserved(item.name))
+                        found = _File(found.path, found.used, will_hold)
+                        if now - st.st_mtime < TEMP_GRACE or is_held(found.path):
                             temps.append(found)
                         elif remove_stale:
                             os.unlink(item.path)  # left by a crashed writer
@@ -203,3 +225,9 @@ def _is_shard(entry: os.DirEntry[str]) -> bool:
     name = entry.name
     hexadecimal = len(name) == 2 and all(c in "0123456789abcdef" for c in name)
     return (hexadecimal or name == SPOOL_DIR) and entry.is_dir()
+
+
+def _reserved(name: str) -> int:
+    """The bytes a temp file's name says are reserved for it (`.fill-<bytes>-XXXX`)."""
+    digits = name[len(TEMP_PREFIX) :].split("-", 1)[0]
+    return int(digits) if digits.isdigit() else 0

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Protocol, cast
 
 from runtime.errors import StorageError
 from runtime.mirror.budget import DiskBudget, Usage, create_temp
-from runtime.mirror.locks import KeyLock, key_hash, remove_foreign_locks
+from runtime.mirror.locks import KeyLock, key_hash
 from runtime.mirror.stats import MirrorStats
 from runtime.mirror.verify import BodyCheck
 from runtime.storage import ObjectInfo, Storage
@@ -42,6 +42,7 @@ MAGIC = b"SATCHEL\x03"
 HEADER = struct.Struct(">8sQd72sH")
 FILL_WAIT = 5.0  # seconds to wait for another process's fill before reading the bucket
 FILL_POLL = 0.02
+UNCACHEABLE_KEYS = 10_000
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -65,6 +66,9 @@ class FileCache:
         self.max_bytes = max_bytes
         self.stats = stats
         self.budget = DiskBudget(directory, max_bytes) if directory is not None else None
+        # Keys a fill cannot keep (larger than the bound, an odd ETag): read from the bucket
+        # at once next time, instead of a GET for a fill that skips and another to serve.
+        self._uncacheable: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -154,6 +158,8 @@ class FileCache:
             if present is not None:
                 present.close()
                 return Fill.PRESENT
+            if key in self._uncacheable:
+                return Fill.SKIPPED
             self.stats.add(dist_misses=1, bucket_requests=1)
             fetched = self.storage.get(key)
             assert fetched.stream is not None and fetched.info is not None
@@ -165,24 +171,27 @@ class FileCache:
     def _store(self, key: str, source: BinaryIO, info: ObjectInfo) -> Fill:
         assert self.budget is not None
         etag = info.etag
-        if len(etag) > 72 or not etag.isascii():
-            log.info("not caching %s: its ETag does not fit an entry header", key)
+        size = self.entry_size(key, info.size)
+        if len(etag) > 72 or not etag.isascii() or size > self.max_bytes:
+            log.info("not caching %s: too large, or an ETag no entry header holds", key)
+            if len(self._uncacheable) >= UNCACHEABLE_KEYS:
+                self._uncacheable.clear()  # bounded: forgetting only costs a GET
+            self._uncacheable.add(key)  # immutable objects: it stays too large
             return Fill.SKIPPED
         identity = self.identity_of(key)
-        size = self.entry_size(key, info.size)
-        try:
-            if not self.budget.reserve(size):
-                log.info("not caching %s: %d bytes exceed the cache's bound", key, size)
-                return Fill.SKIPPED
-        except OSError as exc:
-            self._degrade("cannot count the cache's usage", exc)
-            return Fill.SKIPPED
+        target = self.entry_path(key)
         temp: Path | None = None
+        reserved = False
         try:
-            target = self.entry_path(key)
-            fd, temp = create_temp(target.parent)
+            # The temp file first (its name holds the reservation), then the reservation:
+            # another process's recount in between already counts these bytes.
+            fd, temp = create_temp(target.parent, size)
             with open(fd, "wb") as out:  # closing drops the temp file's lock
-                # Reserve the blocks now: a full disk shows before any byte is copied.
+                reserved = self.budget.reserve(size, temp)
+                if not reserved:  # other writers' temp files hold the space
+                    log.info("not caching %s: the cache is full of fills under way", key)
+                    return Fill.SKIPPED
+                # Allocate the blocks now: a full disk shows before any byte is copied.
                 os.posix_fallocate(fd, 0, size)
                 header = HEADER.pack(
                     MAGIC, info.size, info.modified.timestamp(), etag.encode(), len(identity)
@@ -203,8 +212,9 @@ class FileCache:
             if temp is not None:
                 with contextlib.suppress(OSError):
                     temp.unlink()
-                with contextlib.suppress(OSError):
-                    self.budget.release(size)
+                if reserved:
+                    with contextlib.suppress(OSError):
+                        self.budget.release(size)
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -216,18 +226,13 @@ class FileCache:
         """Evict least recently used entries until the cache fits `max_bytes` (default: its
         bound); drop temp files of crashed fills and lock files of older versions.
         Returns (files, bytes) removed."""
-        if self.budget is None:
-            return 0, 0
-        removed = self.budget.prune(max_bytes)
-        remove_foreign_locks(self.budget.directory)
-        return removed
+        return self.budget.prune(max_bytes) if self.budget is not None else (0, 0)
 
     def recount(self) -> None:
         """At start: drop what crashed fills left and count the directory from the disk."""
         if self.budget is not None:
             try:
                 self.budget.recount()
-                remove_foreign_locks(self.budget.directory)
             except OSError as exc:
                 self._degrade("cannot count the cache's usage", exc)
 

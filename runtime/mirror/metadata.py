@@ -24,7 +24,7 @@ from pathlib import Path
 
 from runtime.errors import NotFound
 from runtime.mirror.budget import DiskBudget, Usage, create_temp
-from runtime.mirror.locks import KeyLock, key_hash, remove_foreign_locks
+from runtime.mirror.locks import KeyLock, key_hash
 from runtime.mirror.stats import MirrorStats
 from runtime.storage import ObjectInfo, Storage
 
@@ -183,16 +183,17 @@ class MetadataStore:
             "size": len(cached.entry.body),
         }
         data = json.dumps(header).encode() + b"\n" + cached.entry.body
-        temp = None
+        temp, reserved = None, False
         try:
-            if not self.budget.reserve(len(data)):
-                return  # larger than the whole cache: served from memory and the bucket
-            try:
-                replaced = file.stat().st_size
-            except FileNotFoundError:
-                replaced = 0
-            fd, temp = create_temp(file.parent)
+            fd, temp = create_temp(file.parent, len(data))  # then reserved: see DiskBudget
             with os.fdopen(fd, "wb") as out:  # closing drops the temp file's lock
+                reserved = self.budget.reserve(len(data), temp)
+                if not reserved:
+                    return  # larger than the cache can hold: served from memory and the bucket
+                try:
+                    replaced = file.stat().st_size
+                except FileNotFoundError:
+                    replaced = 0
                 out.write(data)
                 out.flush()
                 os.utime(fd, (cached.validated, cached.validated))
@@ -201,12 +202,14 @@ class MetadataStore:
             if replaced:
                 self.budget.release(replaced)
         except OSError as exc:
+            self._degrade("cannot write an entry", exc)
+        finally:
             if temp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
-                with contextlib.suppress(OSError):
-                    self.budget.release(len(data))
-            self._degrade("cannot write an entry", exc)
+                if reserved:
+                    with contextlib.suppress(OSError):
+                        self.budget.release(len(data))
 
     def _touch_disk(self, path: str, validated: float) -> None:
         try:
@@ -232,18 +235,15 @@ class MetadataStore:
         bound) and what crashed writers left; 0 empties it (the bucket keeps them)."""
         if self.budget is None:
             return 0, 0
-        removed = self.budget.prune(max_bytes)
-        remove_foreign_locks(self.budget.directory)
         if max_bytes == 0:
             self._memory = _LruBytes(self._memory.max_bytes)
-        return removed
+        return self.budget.prune(max_bytes)
 
     def recount(self) -> None:
         """At start: drop what crashed writers left and count the directory from the disk."""
         if self.budget is not None:
             try:
                 self.budget.recount()
-                remove_foreign_locks(self.budget.directory)
             except OSError as exc:
                 self._degrade("cannot count the cache's usage", exc)
 

@@ -28,7 +28,7 @@ def open_spool(budget: DiskBudget | None) -> BinaryIO:
     if budget is None:
         return cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=MEMORY_BYTES))
     # A directory of its own, which the budget's scans count as temp files (.fill-*).
-    fd, path = create_temp(budget.directory / SPOOL_DIR)
+    fd, path = create_temp(budget.directory / SPOOL_DIR, 0)
     return cast(BinaryIO, _BudgetedSpool(fd, path, budget))
 
 
@@ -40,10 +40,17 @@ class _BudgetedSpool(io.FileIO):
         self._reserved = 0
 
     def write(self, data: Any) -> int:
+        """Blocking (the budget's lock, the disk): call it off the event loop."""
         needed = self.tell() + len(memoryview(data))
         if needed > self._reserved:
             step = max(needed - self._reserved, RESERVE_STEP)
-            if not self._budget.reserve(step):
+            # Renamed first to hold the new reservation: a recount elsewhere counts it.
+            renamed = self._path.with_name(
+                self._path.name.replace(f"-{self._reserved}-", f"-{self._reserved + step}-", 1)
+            )
+            os.rename(self._path, renamed)
+            self._path = renamed
+            if not self._budget.reserve(step, renamed):
                 raise OSError(errno.EFBIG, "the download is larger than the dist cache's bound")
             self._reserved += step
         written: int = super().write(data)

@@ -128,7 +128,9 @@ class GcsAdapter:
 
     def check_bucket(self) -> None:
         try:
-            self.bucket.reload()  # GET of the bucket's metadata
+            # A list of at most one object: needs only object permissions (objectViewer),
+            # unlike the bucket's metadata (storage.buckets.get), and 404s without a bucket.
+            next(iter(self.bucket.list_blobs(max_results=1)), None)
         except gexc.NotFound as exc:
             reason = f"bucket {self.bucket.name!r} does not exist"
             raise NotFound(reason, operation="check", cause=exc) from exc
