@@ -30,7 +30,7 @@ class ArchiveCache:
 
     def open_zip(self, key: str) -> zipfile.ZipFile:
         stream = self.files.open(key)  # a miss fills the cache first (the one GET)
-        if stream.seekable():  # a cache entry (or a local storage): zip seeks in the file
+        if stream.seekable():  # a cache entry: zip seeks in the file
             return zipfile.ZipFile(stream)
         with stream:  # stateless, or the cache could not keep it (full, read-only)
             return zipfile.ZipFile(io.BytesIO(stream.read()))

@@ -118,7 +118,7 @@ class StreamResponse(Response):
 
     A seekable stream is a local file (a cache hit): its reads are page-cache fast, so they
     run on the event loop. Anything else (a bucket body) is read in a worker thread. The
-    stream is read to its end even when `size` bytes came, so a cache fill can commit.
+    stream is read to its end even when `size` bytes came: a longer body is an error.
     """
 
     def __init__(
