@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -109,14 +110,37 @@ def _serve(target: LocalTarget, extras: contextlib.ExitStack, port: int) -> None
     if not _wait_healthy(url, process):
         typer.echo(f"satchel serve did not start; see {target.state_dir / 'serve.log'}")
         return
+    auth = _publish_demo_package(target, port)
     snippet = {
-        "require": {"acme/app-lib": "^1.0"},
+        "require": {"acme/app-lib": "^1.0", DEMO_PACKAGE: "^1.0"},
         "repositories": [{"type": "composer", "url": url}, {"packagist.org": False}],
         "config": {"secure-http": False},
     }
     typer.echo(f"satchel serve is mirroring the offline repository at {url} (log: serve.log)")
+    typer.echo(f"and serves the private package {DEMO_PACKAGE} (published just now) to tokens.")
     typer.echo("Point composer at it with this composer.json, then `composer install`:")
     typer.echo(json.dumps(snippet, indent=2))
+    typer.echo("with this auth.json beside it (a read token, made for this demo):")
+    typer.echo(json.dumps(auth, indent=2))
+
+
+DEMO_PACKAGE = "demo/private-hello"
+
+
+def _publish_demo_package(target: LocalTarget, port: int) -> dict[str, object]:
+    """A private package (requiring a mirrored one) in the bucket, and a read token."""
+    from infra.local.composer_repo import make_zip
+    from runtime import load_settings, open_storages
+    from runtime.repository import Repository, VersionConflict
+    from runtime.tokens import TokenStore
+
+    storages = open_storages(load_settings(target.pod_env()))
+    with contextlib.suppress(VersionConflict):  # published by an earlier run of the demo
+        Repository(storages.packages, storages.artifacts).publish(
+            make_zip(DEMO_PACKAGE, "1.0.0", {"acme/util": "^1.0"})
+        )
+    token = TokenStore(storages.packages).create(f"demo-{secrets.token_hex(4)}", "read")
+    return {"http-basic": {f"127.0.0.1:{port}": {"username": "token", "password": token}}}
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> bool:
