@@ -15,6 +15,7 @@ token file is re-read at every refresh, because kubelet rotates it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import socket
@@ -37,6 +38,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import ClientError, CredentialRetrievalError
 
+from runtime import metrics
 from runtime.aws_args import AwsArgs, region_of, sts_endpoint
 from runtime.errors import ConfigError
 
@@ -247,7 +249,7 @@ def _web_identity(
         return fetched
 
     credentials = DeferredRefreshableCredentials(
-        refresh_using=refresh, method="assume-role-with-web-identity"
+        refresh_using=_counted(refresh), method="assume-role-with-web-identity"
     )
     _set_windows(credentials, windows)
     resolved.credentials = credentials
@@ -296,7 +298,9 @@ def _container(
             "expiry_time": loaded._expiry_time.isoformat(),
         }
 
-    credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="container-role")
+    credentials = DeferredRefreshableCredentials(
+        refresh_using=_counted(refresh), method="container-role"
+    )
     _set_windows(credentials, windows)
     resolved.credentials = credentials
     _install(session, credentials)
@@ -314,6 +318,24 @@ class _Resolved(CredentialProvider):  # type: ignore[misc]
 
     def load(self) -> Credentials:
         return self._credentials
+
+
+def _counted(refresh: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """The refresh, in the metrics: refreshes and failures, and the new expiry."""
+
+    def counted() -> dict[str, Any]:
+        try:
+            fetched = refresh()
+        except Exception:
+            metrics.CREDENTIAL_REFRESHES.labels("failed").inc()
+            raise
+        metrics.CREDENTIAL_REFRESHES.labels("ok").inc()
+        expiry = fetched.get("expiry_time")
+        with contextlib.suppress(TypeError, ValueError):
+            metrics.CREDENTIAL_EXPIRY.set(datetime.fromisoformat(str(expiry)).timestamp())
+        return fetched
+
+    return counted
 
 
 def _install(session: botocore.session.Session, credentials: Credentials) -> None:

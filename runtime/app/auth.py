@@ -14,6 +14,7 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from runtime import metrics
 from runtime.tokens import TokenRecord, TokenStore
 
 REALM = "satchel"
@@ -52,11 +53,14 @@ class Auth:
             return None
         token = presented_token(request.headers.get("authorization"))
         if token is None:
+            metrics.AUTH_FAILURES.labels("missing").inc()
             return _unauthorized(f"this needs a token with the {scope!r} scope")
         record = await self._verify(token)
         if record is None:
+            metrics.AUTH_FAILURES.labels("unknown").inc()
             return _unauthorized("unknown or revoked token")
         if not record.allows(scope):
+            metrics.AUTH_FAILURES.labels("scope").inc()
             message = f"token {record.name!r} has the {record.scope!r} scope; this needs {scope!r}"
             return JSONResponse({"error": message}, status_code=403)
         request.scope["satchel.token"] = record.name  # a name, not a secret: for the log

@@ -18,6 +18,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime import metrics
+
 # Handlers record their cache outcome here (see `note_cache`).
 LOG_SCOPE_KEY = "satchel.log"
 
@@ -116,6 +118,18 @@ def note_cache(scope: Scope, outcome: str) -> None:
         fields["cache"] = outcome
 
 
+def _count(scope: Scope, status: int, seconds: float, cache: str) -> None:
+    """The request in the metrics: its route (the endpoint's name, a fixed set), never its
+    path."""
+    endpoint = scope.get("endpoint")
+    route = getattr(endpoint, "__name__", "unmatched") if endpoint is not None else "unmatched"
+    metrics.HTTP_REQUESTS.labels(route, metrics.status_class(status)).inc()
+    metrics.HTTP_LATENCY.labels(route).observe(seconds)
+    if cache != "-":
+        for outcome in cache.split(","):  # packages.json: one per upstream
+            metrics.CACHE_OUTCOMES.labels(outcome).inc()
+
+
 class AccessLog:
     """ASGI middleware: method, path, status, bytes, duration and cache outcome per request."""
 
@@ -154,6 +168,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, counting_send)
         finally:
+            seconds = time.perf_counter() - start
             self.emit(
                 self.fd,
                 {
@@ -162,7 +177,8 @@ class AccessLog:
                     "path": scope["path"],
                     "status": status,
                     "bytes": sent,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                     "cache": fields["cache"],
                 },
             )
+            _count(scope, status, seconds, fields["cache"])

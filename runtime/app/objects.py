@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from anyio import to_thread
 
+from runtime import metrics
 from runtime.errors import NotFound
 from runtime.mirror.filecache import FILL_POLL, FILL_WAIT, FileCache, Fill
 
@@ -50,6 +51,8 @@ class CachedObjects:
         fetched the object (so the request counts as a miss, not a hit)."""
         task = self._fills.get(key)
         started = task is None
+        if not started:
+            metrics.SINGLE_FLIGHT_WAITS.labels("worker").inc()
         if task is None:
             task = asyncio.ensure_future(self._fill_within_wait(key))
             self._fills[key] = task
@@ -64,11 +67,13 @@ class CachedObjects:
 
     async def _fill_within_wait(self, key: str) -> Fill:
         deadline = self._monotonic() + FILL_WAIT
-        while True:
-            outcome = await to_thread.run_sync(self.cache.try_fill, key)
-            if outcome is not Fill.BUSY or self._monotonic() >= deadline:
-                return outcome
+        outcome = await to_thread.run_sync(self.cache.try_fill, key)
+        if outcome is Fill.BUSY:
+            metrics.SINGLE_FLIGHT_WAITS.labels("host").inc()  # another worker fills it
+        while outcome is Fill.BUSY and self._monotonic() < deadline:
             await asyncio.sleep(FILL_POLL)
+            outcome = await to_thread.run_sync(self.cache.try_fill, key)
+        return outcome
 
     def _forget_fill(self, key: str, task: asyncio.Task[Fill]) -> None:
         if self._fills.get(key) is task:

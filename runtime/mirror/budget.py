@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime import metrics
 from runtime.mirror.locks import (
     LOCK_DIR,
     USAGE_LOCK,
@@ -80,11 +81,13 @@ class DiskBudget:
         directory: Path,
         max_bytes: int,
         *,
+        name: str = "cache",
         low_water: float = LOW_WATER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self.name = name  # for the metrics: mirror_dist, mirror_meta, artifacts, packages
         self.low_water = low_water
         self._clock = clock
 
@@ -180,13 +183,26 @@ class DiskBudget:
             total -= reserving[1]
         if target is None:
             return total
+        evicted = 0
         for entry in sorted(entries, key=lambda f: f.used):
             if total <= target:
                 break
             with contextlib.suppress(FileNotFoundError):
                 entry.path.unlink()  # a reader that has it open keeps reading it
+                evicted += entry.size
             total -= entry.size
+        if evicted:
+            metrics.LOCAL_CACHE_EVICTIONS.labels(self.name).inc(evicted)
         return total
+
+    def counted(self) -> int:
+        """The bytes the counter holds now (no lock: a gauge may lag a write)."""
+        try:
+            with open(self.directory / USAGE_FILE, "rb") as counter:
+                raw = counter.read(_COUNTER.size)
+        except FileNotFoundError:
+            return 0
+        return _COUNTER.unpack(raw)[0] if len(raw) == _COUNTER.size else 0
 
     def _scan(self, *, remove_stale: bool = False) -> tuple[list[_File], list[_File]]:
         """(entries, live temp files) in the shard directories."""

@@ -65,7 +65,9 @@ class FileCache:
         self.directory = directory
         self.max_bytes = max_bytes
         self.stats = stats
-        self.budget = DiskBudget(directory, max_bytes) if directory is not None else None
+        self.budget = (
+            DiskBudget(directory, max_bytes, name=storage.name) if directory is not None else None
+        )
         # Keys a fill cannot keep (larger than the bound, an odd ETag): read from the bucket
         # at once next time, instead of a GET for a fill that skips and another to serve.
         self._uncacheable: set[str] = set()

@@ -66,7 +66,9 @@ class MetadataStore:
         self._clock = clock
         self._memory = _LruBytes(memory_bytes)
         self.max_bytes = max_bytes
-        self.budget = DiskBudget(directory, max_bytes) if directory is not None else None
+        self.budget = (
+            DiskBudget(directory, max_bytes, name=storage.name) if directory is not None else None
+        )
 
     def get(self, path: str) -> MetadataEntry | None:
         """The document at `path`, or None if the bucket has none."""

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import BinaryIO, TypeVar
 
-from runtime.errors import StorageError
+from runtime import metrics
+from runtime.errors import AlreadyExists, NotFound, StorageError
 from runtime.keys import join_key, normalize_key
 from runtime.storage.base import Adapter, Body, Fetched, ObjectInfo
 
@@ -68,6 +69,7 @@ class Storage:
             relative = normalize_key(prefix, allow_empty=True)
             full = join_key(self.prefix, relative)
             # A directory-like prefix: 'a' lists 'a/x', not 'ab'.
+            metrics.STORAGE_REQUESTS.labels(self.name, "list").inc()
             listing = self.adapter.list(f"{full}/" if full else "")
             for info in listing:
                 yield replace(info, key=self._relative(info.key))
@@ -78,7 +80,7 @@ class Storage:
         """Raises NotFound ("bucket X does not exist"), PermissionDenied or BackendUnavailable
         when the storage's bucket cannot be used; one request, no key involved."""
         try:
-            self.adapter.check_bucket()
+            self._counted("check", self.adapter.check_bucket)
         except StorageError as exc:
             exc.storage = exc.storage or self.name
             exc.operation = exc.operation or "check"
@@ -89,9 +91,22 @@ class Storage:
 
     def _call(self, operation: str, key: str, action: Callable[[str], T]) -> T:
         try:
-            return action(join_key(self.prefix, normalize_key(key)))
+            full = join_key(self.prefix, normalize_key(key))  # InvalidKey: before any I/O
         except StorageError as exc:
             raise self._stamp(exc, operation, key) from exc.cause
+        try:
+            return self._counted(operation, lambda: action(full))
+        except StorageError as exc:
+            raise self._stamp(exc, operation, key) from exc.cause
+
+    def _counted(self, operation: str, action: Callable[[], T]) -> T:
+        metrics.STORAGE_REQUESTS.labels(self.name, operation).inc()
+        try:
+            return action()
+        except StorageError as exc:
+            if not isinstance(exc, NotFound | AlreadyExists):  # answers, not failures
+                metrics.STORAGE_ERRORS.labels(self.name, operation, type(exc).__name__).inc()
+            raise
 
     def _stamp(self, exc: StorageError, operation: str, key: str) -> StorageError:
         exc.storage = exc.storage or self.name

@@ -1,0 +1,136 @@
+"""Prometheus metrics of Satchel, aggregated across `satchel serve`'s worker processes.
+
+With several workers, `satchel serve` points PROMETHEUS_MULTIPROC_DIR at a fresh directory
+before they start (prometheus-client's multiprocess mode: each worker writes its own files,
+`/metrics` merges them). Labels take only values from small fixed sets: routes, status
+classes, outcomes, operations, storage roles. Never a package name, a key, a token or a URL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+MULTIPROC_VAR = "PROMETHEUS_MULTIPROC_DIR"
+
+HTTP_REQUESTS = Counter(
+    "satchel_http_requests_total", "HTTP requests answered.", ["route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "satchel_http_request_duration_seconds",
+    "Time to answer an HTTP request, until its last byte was handed to the server.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CACHE_OUTCOMES = Counter(
+    "satchel_cache_outcomes_total",
+    "How requests were served: hot, stored, miss, refreshed, revalidated, stale, absent, "
+    "down, private.",
+    ["outcome"],
+)
+STORAGE_REQUESTS = Counter(
+    "satchel_storage_requests_total", "Storage (bucket) operations.", ["storage", "operation"]
+)
+STORAGE_ERRORS = Counter(
+    "satchel_storage_errors_total",
+    "Failed storage operations (not found excluded), by kind.",
+    ["storage", "operation", "kind"],
+)
+UPSTREAM_REQUESTS = Counter(
+    "satchel_upstream_requests_total", "Requests to upstream repositories.", ["kind"]
+)
+UPSTREAM_ERRORS = Counter(
+    "satchel_upstream_errors_total", "Upstream requests that failed (after retries).", ["kind"]
+)
+UPSTREAM_BYTES = Counter(
+    "satchel_upstream_bytes_total", "Bytes received from upstream repositories.", ["kind"]
+)
+SINGLE_FLIGHT_WAITS = Counter(
+    "satchel_single_flight_waits_total",
+    "Requests that waited for a fill another request or worker had started.",
+    ["where"],
+)
+CREDENTIAL_REFRESHES = Counter(
+    "satchel_credential_refreshes_total", "Temporary credential refreshes.", ["result"]
+)
+CREDENTIAL_EXPIRY = Gauge(
+    "satchel_credential_expiry_timestamp_seconds",
+    "When the current temporary credentials expire (Unix time).",
+    multiprocess_mode="max",
+)
+LOCAL_CACHE_EVICTIONS = Counter(
+    "satchel_local_cache_evicted_bytes_total", "Bytes evicted from the local caches.", ["cache"]
+)
+PUBLISHES = Counter(
+    "satchel_publishes_total",
+    "Uploads of private packages: created, identical, conflict, invalid, too_large.",
+    ["result"],
+)
+AUTH_FAILURES = Counter(
+    "satchel_auth_failures_total", "Requests refused for their token.", ["reason"]
+)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def prepare_multiprocess(directory: Path | None = None) -> Path:
+    """An empty directory for the workers' metric files, set in the environment before
+    they start (an emptyDir outlives container restarts: old files would add up)."""
+    target = directory or Path(tempfile.gettempdir()) / "satchel-metrics"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True, mode=0o700)
+    os.environ[MULTIPROC_VAR] = str(target)
+    return target
+
+
+class _Gauges(Collector):
+    """Gauges read at scrape time from what the process can see (the local caches)."""
+
+    def __init__(self, sample: Callable[[], Iterable[tuple[str, float]]]) -> None:
+        self._sample = sample
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "satchel_local_cache_bytes",
+            "Bytes a local cache holds or has reserved, for all processes using its directory.",
+            labels=["cache"],
+        )
+        for cache, value in self._sample():
+            family.add_metric([cache], value)
+        yield family
+
+
+def exposition(local_caches: Callable[[], Iterable[tuple[str, float]]]) -> bytes:
+    """The text format of every metric: merged over the workers in multiprocess mode."""
+    registry = CollectorRegistry()
+    if MULTIPROC_VAR in os.environ:
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Proxy(REGISTRY))
+    registry.register(_Gauges(local_caches))
+    return generate_latest(registry)
+
+
+class _Proxy(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self._registry.collect()
