@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
 
@@ -25,6 +26,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
+from runtime import metrics
 from runtime.app.config import ServeConfig
 from runtime.app.logs import logging_config
 
@@ -126,4 +128,7 @@ def run(config: ServeConfig, **uvicorn_options: object) -> None:
             sys.exit(STARTUP_FAILURE)
         return
     logging.getLogger("satchel").info("starting %d workers", config.workers)
+    # Each worker writes its metrics into this directory; /metrics merges them.
+    if metrics.MULTIPROC_VAR not in os.environ:
+        metrics.prepare_multiprocess()
     Multiprocess(settings, sockets=[bind_listener(settings)]).run()
