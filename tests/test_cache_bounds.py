@@ -23,7 +23,7 @@ from runtime.mirror.budget import TEMP_GRACE, DiskBudget
 from runtime.mirror.filecache import FileCache, Fill
 from runtime.mirror.locks import LOCK_DIR, STRIPES
 from runtime.mirror.metadata import MetadataStore
-from runtime.mirror.spool import RESERVE_STEP, open_spool
+from runtime.mirror.spool import open_spool
 from runtime.mirror.stats import MirrorStats
 from runtime.storage import Fetched, ObjectInfo, Storage
 
@@ -235,8 +235,8 @@ def test_a_spooled_download_counts_against_the_dist_cache_and_is_returned(
     budget = DiskBudget(tmp_path / "cache", 20 * ENTRY)
     with open_spool(budget) as spool:
         spool.write(secrets.token_bytes(3 * ENTRY))
-        assert budget.usage().temp_bytes == RESERVE_STEP  # what it will hold, reserved
-        assert _reserved(budget) == RESERVE_STEP
+        assert budget.usage().temp_bytes == 3 * ENTRY  # what it will hold, reserved
+        assert _reserved(budget) == 3 * ENTRY
     assert budget.usage().bytes == 0 and _reserved(budget) == 0
     with (
         pytest.raises(OSError, match="larger than the dist cache's bound"),
@@ -254,20 +254,37 @@ def _reserved(budget: DiskBudget) -> int:
 
 
 def test_a_recount_elsewhere_never_loses_what_writers_reserved(tmp_path: Path) -> None:
-    """A spool half-way through its reservation and a fill between its reservation and its
-    first byte: another process recounting from the disk meanwhile still counts them."""
+    """A spool between two of its reservations, recounted from the disk by another process
+    meanwhile: the counter still holds what the spool reserved, not what it wrote."""
     budget = DiskBudget(tmp_path / "cache", 20 * ENTRY)
     other = DiskBudget(tmp_path / "cache", 20 * ENTRY)  # another process's view
     with open_spool(budget) as spool:
-        spool.write(secrets.token_bytes(ENTRY))  # 8 MiB reserved, 1 MiB written
+        spool.write(secrets.token_bytes(ENTRY))
         other.recount()
-        assert _reserved(other) == RESERVE_STEP
-        spool.write(secrets.token_bytes(7 * ENTRY + 1))  # a second step
+        assert _reserved(other) == ENTRY
+        spool.write(secrets.token_bytes(7 * ENTRY + 1))
         other.recount()
-        assert _reserved(other) == 2 * RESERVE_STEP
-        assert not other.reserve(5 * ENTRY)  # 16 + 5 > 20: refused, not over the bound
-        assert other.reserve(4 * ENTRY)
-    assert _reserved(budget) == 4 * ENTRY  # the spool gave its 16 MiB back
+        assert _reserved(other) == 8 * ENTRY + 1
+        assert not other.reserve(12 * ENTRY)  # 8 + 12 > 20: refused, not over the bound
+        assert other.reserve(11 * ENTRY)
+    assert _reserved(budget) == 11 * ENTRY  # the spool gave its 8 MiB back
+
+
+def test_spools_reserve_small_steps_beside_a_small_bound(tmp_path: Path) -> None:
+    """Many spools of small dists at once must not push the cached entries out."""
+    cache = _cache(tmp_path / "cache", 16 * ENTRY)
+    cache.storage.adapter.bodies["warm.zip"] = secrets.token_bytes(ENTRY)  # type: ignore[attr-defined]
+    cache.open("warm.zip").read()
+    assert cache.budget is not None
+    spools = [open_spool(cache.budget) for _ in range(8)]
+    try:
+        for spool in spools:
+            spool.write(secrets.token_bytes(10_000))  # a small dist on its way
+        assert cache.lookup("warm.zip") is not None  # not evicted for them
+        assert _reserved(cache.budget) < 2 * ENTRY + cache.entry_size("warm.zip", ENTRY)
+    finally:
+        for spool in spools:
+            spool.close()
 
 
 def test_a_fill_that_fails_to_start_leaves_no_reservation(tmp_path: Path) -> None:

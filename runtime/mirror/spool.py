@@ -20,7 +20,10 @@ from typing import Any, BinaryIO, cast
 from runtime.mirror.budget import SPOOL_DIR, DiskBudget, create_temp
 
 MEMORY_BYTES = 1024 * 1024
-RESERVE_STEP = 8 * 1024 * 1024  # reserve in steps: one counter update per 8 MiB downloaded
+# Reserved in steps: one counter update per step downloaded. A step is small beside the
+# bound, so a few concurrent spools of small dists never push the cached entries out.
+RESERVE_STEP = 8 * 1024 * 1024
+STEPS_PER_BOUND = 256
 
 
 def open_spool(budget: DiskBudget | None) -> BinaryIO:
@@ -43,7 +46,8 @@ class _BudgetedSpool(io.FileIO):
         """Blocking (the budget's lock, the disk): call it off the event loop."""
         needed = self.tell() + len(memoryview(data))
         if needed > self._reserved:
-            step = max(needed - self._reserved, RESERVE_STEP)
+            unit = min(RESERVE_STEP, max(64 * 1024, self._budget.max_bytes // STEPS_PER_BOUND))
+            step = max(needed - self._reserved, unit)
             # Renamed first to hold the new reservation: a recount elsewhere counts it.
             renamed = self._path.with_name(
                 self._path.name.replace(f"-{self._reserved}-", f"-{self._reserved + step}-", 1)
