@@ -22,12 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from runtime.errors import AlreadyExists, NotFound
+from runtime.errors import AlreadyExists, NotFound, StorageError
 from runtime.storage import Storage
 
 SCOPES = ("read", "publish", "admin")  # each includes the ones before it
 PREFIX = "tokens"
 TOKEN_PREFIX = "sat_"
+STALE_RETRY = 2.0  # seconds between bucket retries while the bucket fails
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 
 
@@ -127,6 +128,16 @@ class TokenStore:
             self._reload_locked()
 
     def _reload_locked(self) -> None:
+        try:
+            self._fetch_table()
+        except StorageError:
+            if self._loaded_at is None:
+                raise  # never loaded: no token can be checked
+            # Stale-if-error: the table read last keeps answering; retry in a moment (a
+            # revocation made meanwhile takes effect once the bucket answers again).
+            self._loaded_at = self._monotonic() - self.ttl + min(self.ttl, STALE_RETRY)
+
+    def _fetch_table(self) -> None:
         fresh: dict[str, tuple[str, TokenRecord]] = {}
         for info in self.storage.list(PREFIX):
             known = self._etags.get(info.key)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from runtime import metrics
+from runtime.errors import StorageError
 from runtime.tokens import TokenRecord, TokenStore
 
 REALM = "satchel"
@@ -55,7 +56,10 @@ class Auth:
         if token is None:
             metrics.AUTH_FAILURES.labels("missing").inc()
             return _unauthorized(f"this needs a token with the {scope!r} scope")
-        record = await self._verify(token)
+        try:
+            record = await self._verify(token)
+        except StorageError as exc:  # the token table could never be read
+            return JSONResponse({"error": f"cannot check tokens: {exc}"}, status_code=503)
         if record is None:
             metrics.AUTH_FAILURES.labels("unknown").inc()
             return _unauthorized("unknown or revoked token")
@@ -69,7 +73,10 @@ class Auth:
     async def allowed(self, request: Request, scope: str) -> bool:
         """Whether the request carries a token with `scope` (no answer is made)."""
         token = presented_token(request.headers.get("authorization"))
-        record = await self._verify(token) if token is not None else None
+        try:
+            record = await self._verify(token) if token is not None else None
+        except StorageError:
+            return False
         return record is not None and record.allows(scope)
 
     async def _verify(self, token: str) -> TokenRecord | None:
