@@ -13,6 +13,13 @@
   404 without asking it again.
 - `SATCHEL_UPSTREAM_TIMEOUT` (`30`): seconds to wait for an upstream answer (connect: 5 max).
 - `SATCHEL_UPSTREAM_RETRIES` (`2`): retries, with backoff, after a connection error or 5xx.
+- `COMPOSER_AUTH` (empty) and `SATCHEL_UPSTREAM_AUTH_FILE` (empty): upstream credentials in
+  auth.json form (`runtime.app.upstream_auth`); credentials inside upstream URLs are refused.
+- `SATCHEL_DIST_HOSTS` (empty): comma-separated hosts (`cdn.example.com`, `*.example.com`)
+  dists may come from besides each upstream's own host and `DEFAULT_DIST_HOSTS` (GitHub,
+  GitLab, Bitbucket); they may be on private addresses (`runtime.app.outbound`).
+- `SATCHEL_MAX_METADATA_SIZE` (`64M`): the largest upstream metadata document read.
+- `SATCHEL_MAX_DIST_SIZE` (`512M`): the largest dist mirrored.
 - `SATCHEL_HOT_CACHE_SIZE` (`64M`): the in-process cache of mirrored metadata, per worker.
 - `SATCHEL_MAX_CONNECTIONS` (`512`): open connections per worker; more are answered 503 at
   once (with the 64 KiB bound on a request's head, this bounds a worker's memory).
@@ -37,6 +44,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runtime.app.upstream_auth import UpstreamAuth, load_upstream_auth
 from runtime.errors import ConfigError
 from runtime.settings import ByteSize
 
@@ -48,6 +56,8 @@ RESERVED_ALIASES = frozenset(
 AUTH_MODES = ("private", "all")
 _VENDOR = re.compile(r"^[a-z0-9]([_.-]?[a-z0-9]+)*\Z")
 _ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+_DIST_HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\Z|^\[[0-9a-f:.]+\]\Z")
+_USERINFO = re.compile(r"(?<=//)[^/?#]*@")
 
 # variable -> (field, default)
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -60,6 +70,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "SATCHEL_NEGATIVE_TTL": ("negative_ttl", "60"),
     "SATCHEL_UPSTREAM_TIMEOUT": ("upstream_timeout", "30"),
     "SATCHEL_UPSTREAM_RETRIES": ("upstream_retries", "2"),
+    "SATCHEL_DIST_HOSTS": ("dist_hosts", ""),
+    "SATCHEL_MAX_METADATA_SIZE": ("max_metadata_size", "64M"),
+    "SATCHEL_MAX_DIST_SIZE": ("max_dist_size", "512M"),
     "SATCHEL_HOT_CACHE_SIZE": ("hot_cache_size", "64M"),
     "SATCHEL_MAX_CONNECTIONS": ("max_connections", "512"),
     "SATCHEL_AUTH": ("auth", "private"),
@@ -78,7 +91,7 @@ class Upstream(BaseModel):
 
 
 class ServeConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     upstreams: tuple[Upstream, ...]
     host: str = Field(min_length=1)
@@ -89,6 +102,10 @@ class ServeConfig(BaseModel):
     negative_ttl: float = Field(ge=0)
     upstream_timeout: float = Field(gt=0)
     upstream_retries: int = Field(ge=0, le=10)
+    dist_hosts: tuple[str, ...]
+    max_metadata_size: ByteSize
+    max_dist_size: ByteSize
+    upstream_auth: UpstreamAuth = Field(default_factory=UpstreamAuth, repr=False)
     hot_cache_size: ByteSize
     max_connections: int = Field(ge=2, le=100_000)
     auth: str
@@ -113,6 +130,17 @@ class ServeConfig(BaseModel):
         if bad:
             raise ValueError(f"{', '.join(bad)}: not a Composer vendor name")
         return frozenset(vendors)
+
+    @field_validator("dist_hosts", mode="before")
+    @classmethod
+    def _dist_hosts(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        hosts = [h.strip().lower() for h in value.split(",") if h.strip()]
+        bad = [h for h in hosts if not _DIST_HOST.match(h)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a host name (host, or *.domain)")
+        return tuple(hosts)
 
     @field_validator("upstreams", mode="before")
     @classmethod
@@ -158,6 +186,13 @@ def parse_upstreams(text: str) -> tuple[Upstream, ...]:
                 f"alias {alias!r}: use lowercase letters, digits, '-' or '_' "
                 f"(not {', '.join(sorted(RESERVED_ALIASES))})"
             )
+        if "@" in urlsplit(url.strip()).netloc:
+            raise ValueError(
+                f"upstream {alias!r}: credentials inside the URL are refused (they would end up"
+                " in logs and errors); give them in COMPOSER_AUTH (auth.json format, e.g."
+                ' {"http-basic": {"host": {"username": ..., "password": ...}}}) or in a file'
+                " named by SATCHEL_UPSTREAM_AUTH_FILE"
+            )
         if any(u.alias == alias for u in upstreams):
             raise ValueError(f"alias {alias!r} is given twice")
         upstreams.append(Upstream(alias=alias, url=http_url(url)))
@@ -180,6 +215,7 @@ def load_serve_config(
     }
     flags = {"host": host, "port": port, "workers": workers}
     raw.update({name: value for name, value in flags.items() if value is not None})
+    raw["upstream_auth"] = load_upstream_auth(env)
     try:
         return ServeConfig(**raw)
     except ValidationError as exc:
@@ -187,4 +223,7 @@ def load_serve_config(
         field = str(error["loc"][0])
         where = f"--{field}" if flags.get(field) is not None else _VAR_OF_FIELD[field]
         message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{where}: {message}, got {error['input']!r}") from None
+        given = error["input"]
+        if isinstance(given, str):  # never echo a credential given inside a URL
+            given = _USERINFO.sub("***@", given)
+        raise ConfigError(f"{where}: {message}, got {given!r}") from None

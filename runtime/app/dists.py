@@ -19,8 +19,10 @@ from anyio import to_thread
 
 from runtime.app.caches import Expiring, Lru
 from runtime.app.documents import Documents
+from runtime.app.egress import dist_hosts
 from runtime.app.objects import CachedObjects
-from runtime.app.upstream import UpstreamClient
+from runtime.app.outbound import HostRule, safe_url
+from runtime.app.upstream import ChecksumMismatch, UpstreamClient
 from runtime.errors import BackendUnavailable, NotFound
 from runtime.mirror import MirrorStore
 from runtime.mirror.filecache import validators_of
@@ -55,11 +57,16 @@ class Dists:
         upstream: UpstreamClient,
         negative_ttl: float,
         clock: Callable[[], float] = time.time,
+        bad_ttl: float = 300.0,
     ) -> None:
         self.mirror = mirror
         self.documents = documents
         self.upstream = upstream
         self.negative: Expiring[str] = Expiring(negative_ttl, clock)
+        # Dists whose bytes failed their checksum, by (key, url, shasum): not downloaded
+        # again for `bad_ttl` (new metadata naming another URL or shasum is tried at once).
+        self.bad: Expiring[tuple[str, str, str]] = Expiring(bad_ttl, clock, max_items=10_000)
+        self._hosts: dict[str, HostRule] = {}
         # Dists are immutable: validators seen once answer later conditional requests
         # without opening the object again.
         self.known: Lru[str, DistInfo] = Lru(100_000, lambda _: 1)
@@ -96,18 +103,30 @@ class Dists:
         dist = await self.documents.find_dist(alias, name, file)
         if dist is None:
             return False
+        bad = (key, dist.url, dist.shasum or "")
+        if bad in self.bad:
+            raise ChecksumMismatch(
+                f"{key}: {safe_url(dist.url)} failed its checksum {dist.shasum} less than"
+                f" {self.bad.ttl:g} s ago; not downloaded again until then"
+            )
+        hosts = self._hosts.get(alias)
+        if hosts is None:
+            hosts = self._hosts[alias] = dist_hosts(self.documents.config, alias)
         try:
             spool = open_spool(self.mirror.dists.budget)
         except OSError as exc:
             raise BackendUnavailable(f"cannot spool the download: {exc}", key=key) from exc
         with spool:
             try:
-                found = await self.upstream.download(dist.url, spool, dist.shasum)
+                found = await self.upstream.download(dist.url, spool, dist.shasum, hosts)
+            except ChecksumMismatch:
+                self.bad.add(bad)
+                raise
             except OSError as exc:  # the spool is full or unwritable
                 raise BackendUnavailable(f"cannot spool the download: {exc}", key=key) from exc
             if not found:
-                log.warning("upstream has no %s any more (%s)", key, dist.url)
+                log.warning("upstream has no %s any more (%s)", key, safe_url(dist.url))
                 return False
             await to_thread.run_sync(self.mirror.put_dist, key, spool)
-        log.info("mirrored %s from %s", key, dist.url)
+        log.info("mirrored %s from %s", key, safe_url(dist.url))
         return True

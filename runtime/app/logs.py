@@ -130,6 +130,13 @@ def _count(scope: Scope, status: int, seconds: float, cache: str) -> None:
             metrics.CACHE_OUTCOMES.labels(outcome).inc()
 
 
+def note_request_id(scope: Scope, request_id: str) -> None:
+    """Record the id an error body gave the client (its details are on the app log line)."""
+    fields = scope.get(LOG_SCOPE_KEY)
+    if fields is not None:
+        fields["request_id"] = request_id
+
+
 class AccessLog:
     """ASGI middleware: method, path, status, bytes, duration and cache outcome per request."""
 
@@ -169,16 +176,16 @@ class AccessLog:
             await self.app(scope, receive, counting_send)
         finally:
             seconds = time.perf_counter() - start
-            self.emit(
-                self.fd,
-                {
-                    "time": _now(),
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "bytes": sent,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "cache": fields["cache"],
-                },
-            )
+            record = {
+                "time": _now(),
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "bytes": sent,
+                "duration_ms": round(seconds * 1000, 2),
+                "cache": fields["cache"],
+            }
+            if "request_id" in fields:  # an error body gave the client this id
+                record["request_id"] = fields["request_id"]
+            self.emit(self.fd, record)
             _count(scope, status, seconds, fields["cache"])

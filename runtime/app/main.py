@@ -15,8 +15,10 @@ from runtime.app.auth import Auth
 from runtime.app.config import ServeConfig, load_serve_config
 from runtime.app.dists import Dists
 from runtime.app.documents import Documents
+from runtime.app.egress import trusted_hosts
 from runtime.app.health import ReadinessProbe
 from runtime.app.logs import AccessLog
+from runtime.app.outbound import Outbound, Resolver, system_resolver
 from runtime.app.private import PrivateRepository
 from runtime.app.routes import Services, routes
 from runtime.app.upstream import UpstreamClient, new_client
@@ -37,6 +39,7 @@ def create_app(
     monotonic: Callable[[], float] = time.monotonic,
     access_log_fd: int = 1,
     batch_access_log: bool = False,
+    resolve: Resolver = system_resolver,
 ) -> Starlette:
     storages = storages or open_storages(settings)
     mirror = open_mirror(settings, storages, clock=clock)
@@ -54,13 +57,26 @@ def create_app(
         # outlives a container restart).
         await to_thread.run_sync(mirror.recount)
         await to_thread.run_sync(archives.recount)
-        async with new_client(config.upstream_timeout) as http:
-            upstream = UpstreamClient(http, retries=config.upstream_retries, clock=monotonic)
+        async with new_client(config.upstream_timeout, trusted_hosts(config), resolve) as http:
+            upstream = UpstreamClient(
+                Outbound(http, config.upstream_auth),
+                retries=config.upstream_retries,
+                clock=monotonic,
+                max_document=config.max_metadata_size,
+                max_dist=config.max_dist_size,
+            )
             documents = Documents(mirror, upstream, config, clock)
             app.state.services = Services(
                 config=config,
                 documents=documents,
-                dists=Dists(mirror, documents, upstream, config.negative_ttl, clock),
+                dists=Dists(
+                    mirror,
+                    documents,
+                    upstream,
+                    config.negative_ttl,
+                    clock,
+                    bad_ttl=max(config.upstream_ttl, config.negative_ttl),
+                ),
                 readiness=ReadinessProbe(storages.mirror_meta, clock=monotonic),
                 auth=Auth(
                     TokenStore(storages.packages, config.private_ttl, monotonic), config.auth

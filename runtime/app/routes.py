@@ -30,6 +30,7 @@ from runtime.app.composer import (
 from runtime.app.config import ServeConfig
 from runtime.app.dists import Dists, dist_key
 from runtime.app.documents import ROOT, Documents, Lookup, UpstreamUnavailable
+from runtime.app.failures import upstream_failure
 from runtime.app.health import ReadinessProbe
 from runtime.app.http import (
     DIST_CACHE_CONTROL,
@@ -166,7 +167,7 @@ async def p2(request: Request) -> Response:
         lookup = await _find_package(mirror.documents, aliases, name, dev)
     except UpstreamUnavailable as exc:
         note_cache(request.scope, "down")
-        return error(502, f"upstream unavailable: {exc}")
+        return upstream_failure(request, exc, "the package's metadata")
     except StorageError as exc:
         return error(503, str(exc))
     note_cache(request.scope, lookup.outcome)
@@ -230,7 +231,7 @@ async def dist(request: Request) -> Response:
         opened = await mirror.dists.open(alias, name, file)
     except UpstreamError as exc:
         note_cache(request.scope, "down")
-        return error(502, f"upstream unavailable: {exc}")
+        return upstream_failure(request, exc, "the dist")
     except StorageError as exc:
         return error(503, str(exc))
     if opened is None:

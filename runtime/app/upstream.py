@@ -6,7 +6,9 @@ down, every other document it would serve is answered from the bucket at once (s
 error) instead of each paying the retries, or the timeouts of a host that drops packets.
 Every failure, whatever httpx raised, ends as one `UpstreamError` (so the documents fall
 back on their stored copies); only the host's own failures pause it, not a busy local
-connection pool nor a broken document. Messages never carry the userinfo of a URL.
+connection pool, a broken document nor a refusal of the outbound policy
+(`runtime.app.outbound`: schemes, redirects, dist hosts, addresses, size bounds).
+Credentials come from COMPOSER_AUTH (by host), never from URLs: messages carry none.
 """
 
 from __future__ import annotations
@@ -14,28 +16,57 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from anyio import to_thread
 
+from runtime.app import outbound
+from runtime.app.outbound import (
+    GuardedBackend,
+    HostRule,
+    Outbound,
+    Refused,
+    Resolver,
+    TooLarge,
+    read_bounded,
+    system_resolver,
+)
+from runtime.app.outbound import safe_url as safe_url  # re-exported for the documents
+from runtime.app.upstream_auth import UpstreamAuth
+
 log = logging.getLogger("satchel.upstream")
 
-USER_AGENT = "satchel-mirror/0.1 (Composer repository mirror)"
 CHUNK = 256 * 1024
 HOST_PAUSE = 10.0  # seconds a failing host is not asked again
 MAX_CONNECTIONS = 64  # to all upstreams, per worker
+MAX_DOCUMENT = 64 * 1024 * 1024  # SATCHEL_MAX_METADATA_SIZE
+MAX_DIST = 512 * 1024 * 1024  # SATCHEL_MAX_DIST_SIZE
 
 T = TypeVar("T")
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached or failed (after retries). Never holds a secret."""
+    """The upstream could not be reached or failed (after retries). Never holds a secret.
+    The message (URLs, hosts, checksums) is for the log; `public` is what a client is told."""
+
+    public = "the upstream is unavailable"
+
+
+class OutboundRefused(UpstreamError):
+    """Not fetched: the outbound policy refused the URL, a redirect, an address or a size."""
+
+    def __init__(self, reason: str, public: str) -> None:
+        super().__init__(reason)
+        self.public = public
+
+
+class ChecksumMismatch(UpstreamError):
+    public = "the upstream's file did not match its checksum"
 
 
 @dataclass(frozen=True)
@@ -61,56 +92,77 @@ class Answer:
     validators: Validators = Validators()
 
 
-def new_client(timeout: float) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
-        follow_redirects=True,  # GitHub's zipball URLs redirect to codeload
-        headers={"User-Agent": USER_AGENT},
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
-    )
+def new_client(
+    timeout: float, trusted: HostRule | None = None, resolve: Resolver = system_resolver
+) -> httpx.AsyncClient:
+    """The upstream connection pool, every connection checked by the address guard
+    (`trusted`: the hosts the operator configured, which may be private)."""
+    backend = GuardedBackend(trusted or HostRule.of(()), resolve)
+    return outbound.new_client(timeout, backend, MAX_CONNECTIONS)
 
 
 class UpstreamClient:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: httpx.AsyncClient | Outbound,
         retries: int,
         backoff: float = 0.2,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        max_document: int = MAX_DOCUMENT,
+        max_dist: int = MAX_DIST,
     ) -> None:
-        self.client = client
+        self.outbound = client if isinstance(client, Outbound) else Outbound(client, UpstreamAuth())
         self.retries = retries
         self.backoff = backoff
+        self.max_document = max_document
+        self.max_dist = max_dist
         self._sleep = sleep
         self._clock = clock
         self._down_until: dict[str, float] = {}  # host -> end of its pause
 
-    async def fetch(self, url: str, validators: Validators | None = None) -> Answer:
-        """One document, conditionally when `validators` are given."""
+    async def fetch(
+        self,
+        url: str,
+        validators: Validators | None = None,
+        *,
+        method: str = "GET",
+        data: dict[str, str] | list[tuple[str, str]] | None = None,
+    ) -> Answer:
+        """One document (at most `max_document` bytes), conditionally when `validators`
+        are given; `method`/`data` for a form POST (the advisories API)."""
         headers = validators.headers() if validators else {}
-        target, auth = split_credentials(url)
 
         async def once() -> Answer:
-            response = await self.client.get(target, headers=headers, auth=auth)
-            if response.status_code >= 500:
-                raise _ServerError(response.status_code)
-            self._down_until.pop(_host(url), None)
-            return _answer(url, response)
+            async with self.outbound.stream(
+                url, method=method, headers=headers, data=data
+            ) as response:
+                if response.status_code >= 500:
+                    raise _ServerError(response.status_code)
+                self._down_until.pop(_host(url), None)
+                body = b""
+                if response.status_code == 200:
+                    body = await read_bounded(
+                        response, self.max_document, "SATCHEL_MAX_METADATA_SIZE"
+                    )
+                return _answer(url, response, body)
 
         return await self._attempts(url, once)
 
-    async def download(self, url: str, sink: BinaryIO, shasum: str | None) -> bool:
-        """Stream a dist into `sink`, checking its SHA-1 when the upstream gave one.
-        False when the upstream has no such file."""
-        target, auth = split_credentials(url)
+    async def download(
+        self, url: str, sink: BinaryIO, shasum: str | None, hosts: HostRule | None = None
+    ) -> bool:
+        """Stream a dist into `sink` (at most `max_dist` bytes, every hop's host in
+        `hosts`), checking its SHA-1 when the upstream gave one. False when the upstream
+        has no such file; ChecksumMismatch when the bytes are not the ones announced."""
 
         async def once() -> bool:
             sink.seek(0)
             sink.truncate()
             digest = hashlib.sha1(usedforsecurity=False)
-            async with self.client.stream(
-                "GET", target, headers={"Accept-Encoding": "identity"}, auth=auth
+            size = 0
+            async with self.outbound.stream(
+                url, headers={"Accept-Encoding": "identity"}, hosts=hosts
             ) as response:
                 if response.status_code >= 500:
                     raise _ServerError(response.status_code)
@@ -119,13 +171,25 @@ class UpstreamClient:
                     return False
                 if response.status_code != 200:
                     raise UpstreamError(f"{safe_url(url)} answered HTTP {response.status_code}")
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > self.max_dist:
+                    raise TooLarge(
+                        f"{safe_url(url)}: {declared} bytes, over the bound of"
+                        f" {self.max_dist} (SATCHEL_MAX_DIST_SIZE)"
+                    )
                 async for chunk in response.aiter_bytes(CHUNK):
+                    size += len(chunk)
+                    if size > self.max_dist:
+                        raise TooLarge(
+                            f"{safe_url(url)}: over the bound of {self.max_dist}"
+                            " bytes (SATCHEL_MAX_DIST_SIZE); cut off"
+                        )
                     digest.update(chunk)
                     # Off the event loop: a spool in the cache dir reserves its bytes under
                     # the cache's lock, which an eviction elsewhere may hold for a while.
                     await to_thread.run_sync(sink.write, chunk)
             if shasum and digest.hexdigest() != shasum.lower():
-                raise UpstreamError(
+                raise ChecksumMismatch(
                     f"{safe_url(url)}: SHA-1 {digest.hexdigest()} is not the shasum {shasum}"
                 )
             sink.seek(0)
@@ -135,28 +199,32 @@ class UpstreamClient:
 
     async def _attempts(self, url: str, once: Callable[[], Awaitable[T]]) -> T:
         """`once()`, retried with backoff while the host fails. Every failure ends as an
-        UpstreamError with a message free of the URL's credentials:
+        UpstreamError with a message free of credentials:
         - connection errors, timeouts and 5xx answers are the host's: retried, then the
           host is paused;
         - no free connection in our own pool (PoolTimeout) is ours: not retried, and the
           host is not paused;
-        - anything else httpx raises (a redirect loop, an undecodable body, an invalid
-          URL) belongs to the document: not retried, the host not paused."""
+        - a refusal of the outbound policy (scheme, host, address, size, redirects) is
+          final: OutboundRefused, not retried, the host not paused;
+        - anything else httpx raises (an undecodable body, an invalid URL) belongs to the
+          document: not retried, the host not paused."""
         self._check_host(url)
         for attempt in range(self.retries + 1):
             try:
                 return await once()
+            except Refused as exc:
+                raise OutboundRefused(exc.reason, exc.public) from None
             except httpx.PoolTimeout:
                 raise UpstreamError(
                     f"{safe_url(url)}: no free connection in the mirror's own upstream pool"
                     f" ({MAX_CONNECTIONS} connections busy); the host was not asked"
                 ) from None
             except httpx.TransportError as exc:
-                reason = _describe(exc, url)
+                reason = _describe(exc)
             except _ServerError as exc:
                 reason = f"HTTP {exc.status}"
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise UpstreamError(f"{safe_url(url)}: {_describe(exc, url)}") from None
+                raise UpstreamError(f"{safe_url(url)}: {_describe(exc)}") from None
             await self._retry_or_raise(attempt, url, reason)
         raise AssertionError("unreachable")
 
@@ -184,34 +252,10 @@ class _ServerError(Exception):
         self.status = status
 
 
-_USERINFO = re.compile(r"(?<=//)[^/?#]*@")
-
-
-def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
-    """`url` without its user:password, and that as Basic auth: httpx then never logs nor
-    raises with the credential in a URL."""
-    found = _USERINFO.search(url)
-    if not found:
-        return url, None
-    user, _, password = found.group(0)[:-1].partition(":")
-    return safe_url(url), httpx.BasicAuth(unquote(user), unquote(password))
-
-
-def safe_url(url: str) -> str:
-    """`url` without its user:password part, for messages and logs."""
-    return _USERINFO.sub("", url, count=1)
-
-
-def _describe(exc: Exception, url: str) -> str:
-    """The exception's type and message, without any credential of `url`."""
+def _describe(exc: Exception) -> str:
+    """The exception's type and message (URLs never carry credentials here: they are
+    refused in upstream URLs and in the URLs fetched)."""
     text = str(exc)
-    found = _USERINFO.search(url)
-    if found:
-        userinfo = found.group(0)[:-1]
-        password = userinfo.partition(":")[2]
-        for secret in {userinfo, password, unquote(password), unquote(userinfo)}:
-            if secret:
-                text = text.replace(secret, "***")
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
 
@@ -220,11 +264,11 @@ def _host(url: str) -> str:
     """The host[:port] a URL is for: the key of its pause."""
     try:
         return urlsplit(url).netloc.rpartition("@")[2]
-    except ValueError:  # an invalid URL: httpx will say why
-        return safe_url(url)
+    except ValueError:  # an invalid URL: the outbound check will say why
+        return "<an invalid URL>"
 
 
-def _answer(url: str, response: httpx.Response) -> Answer:
+def _answer(url: str, response: httpx.Response, body: bytes) -> Answer:
     validators = Validators(
         etag=response.headers.get("ETag"), last_modified=response.headers.get("Last-Modified")
     )
@@ -234,4 +278,4 @@ def _answer(url: str, response: httpx.Response) -> Answer:
         return Answer(404)
     if response.status_code != 200:
         raise UpstreamError(f"{safe_url(url)} answered HTTP {response.status_code}")
-    return Answer(200, response.content, validators)
+    return Answer(200, body, validators)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import runtime
 from infra.local.composer_repo import ComposerRepo
 from tests.app.conftest import BASE, Mirror
 from tests.mirror_helpers import RequestCounter
@@ -119,10 +120,18 @@ def test_a_dist_whose_bytes_do_not_match_the_shasum_is_refused_and_not_stored(
     path = dist_path(mirror, "acme/log", "1.0.0")
     repo.release("acme/log", "1.0.0").archive += b"tampered"
 
-    for attempt in (1, 2):
+    shasum = repo.release("acme/log", "1.0.0").shasum
+    for _ in range(3):
         response = mirror.get(path)
-        assert response.status_code == 502 and "SHA-1" in response.json()["error"]
-        assert repo.requests["/dists/acme/log/1.0.0.zip"] == attempt  # nothing was stored
+        assert response.status_code == 502
+        body = response.json()
+        assert "did not match its checksum" in body["error"] and body["request_id"]
+        assert shasum not in response.text and "127.0.0.1" not in response.text
+        # Remembered: downloaded once, not once per request (and nothing was stored).
+        assert repo.requests["/dists/acme/log/1.0.0.zip"] == 1
+        assert mirror.logs()[-1]["request_id"] == body["request_id"]
+    storages = runtime.open_storages(runtime.load_settings(env))
+    assert list(storages.mirror_dist.list(path.removeprefix("/dists/").rsplit("/", 1)[0])) == []
 
 
 def test_a_head_request_sends_the_headers_without_the_body(

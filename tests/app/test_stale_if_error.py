@@ -119,7 +119,10 @@ def upstream() -> Iterator[BadUpstream]:
 def env(local_env: dict[str, str], upstream: BadUpstream) -> dict[str, str]:
     return {
         **local_env,
-        "SATCHEL_UPSTREAMS": f"up={upstream.url(f'mirror:{SECRET}@')}",
+        "SATCHEL_UPSTREAMS": f"up={upstream.url()}",
+        "COMPOSER_AUTH": json.dumps(
+            {"http-basic": {"127.0.0.1": {"username": "mirror", "password": SECRET}}}
+        ),
         "SATCHEL_UPSTREAM_RETRIES": "1",
         "SATCHEL_UPSTREAM_TTL": "60",
     }
@@ -137,7 +140,7 @@ def test_a_stored_copy_is_served_whatever_the_upstream_then_does(
     stored = mirror.get("/p2/acme/log.json")
     assert stored.status_code == 200
     basic = base64.b64encode(f"mirror:{SECRET}".encode()).decode()
-    assert upstream.authorizations == {f"Basic {basic}"}  # the URL's credential, as Basic auth
+    assert upstream.authorizations == {f"Basic {basic}"}  # COMPOSER_AUTH's, by host
 
     upstream.misbehave = misbehaviour
     mirror.clock.advance(61)  # past the TTL: the next request asks the upstream
@@ -182,8 +185,12 @@ def test_without_a_stored_copy_the_failure_is_a_502_that_names_no_credential(
     assert SECRET not in failed.text and SECRET not in caplog.text
 
 
-def test_safe_url_drops_the_userinfo() -> None:
+def test_safe_url_drops_the_userinfo_and_queries_that_may_carry_a_token() -> None:
     assert (
         safe_url("https://u:p%40ss@repo.example/p2/a/b.json") == "https://repo.example/p2/a/b.json"
     )
     assert safe_url("https://repo.example/a@b") == "https://repo.example/a@b"
+    assert (
+        safe_url("https://codeload.example/z?token=abc") == "https://codeload.example/z?<redacted>"
+    )
+    assert safe_url("https://repo.example/p?page=2") == "https://repo.example/p?page=2"

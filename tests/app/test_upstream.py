@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from infra.local.composer_repo import ComposerRepo
+from runtime.app.outbound import HostRule
 from runtime.app.upstream import HOST_PAUSE, UpstreamClient, UpstreamError, Validators, new_client
 from tests.app.conftest import Clock
 
@@ -25,7 +26,7 @@ def run(make: Callable[[UpstreamClient], Awaitable[T]], clock: Clock, retries: i
         pass
 
     async def main() -> T:
-        async with new_client(5) as http:
+        async with new_client(5, HostRule.of(["127.0.0.1"])) as http:
             return await make(UpstreamClient(http, retries, sleep=sleep, clock=clock))
 
     # A loop of our own, never made current: asyncio.run() would leave the main thread

@@ -1,0 +1,285 @@
+"""The outbound guard on its own: which addresses are refused, that the refusal comes before
+any connection, that the address actually connected to is what is checked, and redirects
+followed hop by hop with credentials kept to their host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+import httpcore
+import pytest
+
+from runtime.app.outbound import (
+    AddressRefused,
+    GuardedBackend,
+    HostRule,
+    Outbound,
+    Refused,
+    TooLarge,
+    blocked,
+    new_client,
+    read_bounded,
+)
+from runtime.app.upstream_auth import UpstreamAuth, parse_auth_json
+
+T = TypeVar("T")
+SECRET = "gh0-s3cr3t-t0k3n"
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    loop = asyncio.new_event_loop()  # our own, never made current (the Pulumi tests need theirs)
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.2", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),  # the EC2 / EKS instance metadata service
+        ("169.254.170.23", "link-local"),  # the EKS Pod Identity agent
+        ("fe80::1", "link-local"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("fd00::1", "unique-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("100.64.0.1", "not a global address"),  # shared address space (EKS custom networking)
+        ("::ffff:10.0.0.1", "private"),  # an IPv4-mapped private address
+        ("240.0.0.1", "reserved"),
+    ],
+)
+def test_non_public_addresses_are_refused(address: str, reason: str) -> None:
+    assert blocked(address) == reason
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "140.82.112.3", "2606:4700::1111"])
+def test_public_addresses_pass(address: str) -> None:
+    assert blocked(address) is None
+
+
+class RecordingBackend(httpcore.AsyncNetworkBackend):
+    """Stands in for the real network: records every connection asked for, makes none."""
+
+    def __init__(self) -> None:
+        self.connects: list[tuple[str, int]] = []
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        self.connects.append((host, port))
+        raise httpcore.ConnectError("the recording backend connects nowhere")
+
+
+def resolver(table: dict[str, list[str]]) -> Callable[[str, int], Awaitable[list[str]]]:
+    async def resolve(host: str, port: int) -> list[str]:
+        return table[host]
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    "host", ["169.254.169.254", "169.254.170.23", "10.0.0.7", "[fd00::1]", "127.0.0.2", "evil.test"]
+)
+def test_a_refused_address_is_refused_before_any_connection(host: str) -> None:
+    inner = RecordingBackend()
+    guard = GuardedBackend(
+        HostRule.of(["127.0.0.1"]), resolver({"evil.test": ["10.9.8.7"]}), inner=inner
+    )
+    with pytest.raises(AddressRefused, match="not connecting"):
+        run(lambda: guard.connect_tcp(host, 80, timeout=1))
+    assert inner.connects == []
+
+
+def test_a_name_is_resolved_once_and_the_checked_address_is_connected_to() -> None:
+    inner = RecordingBackend()
+    answers = iter([["93.184.216.34"], ["10.0.0.1"]])  # a second lookup would rebind
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return next(answers)
+
+    guard = GuardedBackend(HostRule.of(()), rebinding, inner=inner)
+    with pytest.raises(httpcore.ConnectError):
+        run(lambda: guard.connect_tcp("rebind.test", 443, timeout=1))
+    assert inner.connects == [("93.184.216.34", 443)]  # by address, never by name again
+
+
+def test_a_name_with_one_private_address_connects_only_to_the_public_ones() -> None:
+    inner = RecordingBackend()
+    guard = GuardedBackend(
+        HostRule.of(()), resolver({"mixed.test": ["10.0.0.1", "93.184.216.34"]}), inner=inner
+    )
+    with pytest.raises(httpcore.ConnectError):
+        run(lambda: guard.connect_tcp("mixed.test", 80, timeout=1))
+    assert inner.connects == [("93.184.216.34", 80)]
+
+
+def test_the_peer_address_of_the_socket_is_checked_after_connecting() -> None:
+    """Whatever resolved the name, the address the socket is connected to decides: a
+    backend that ends up on a loopback address (as DNS rebinding would) is refused."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    port = server.server_address[1]
+
+    class Elsewhere(httpcore.AnyIOBackend):
+        async def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Iterable[Any] | None = None,
+        ) -> httpcore.AsyncNetworkStream:
+            return await super().connect_tcp("127.0.0.1", port, timeout)
+
+    guard = GuardedBackend(
+        HostRule.of(()), resolver({"public.test": ["93.184.216.34"]}), Elsewhere()
+    )
+    try:
+        with pytest.raises(AddressRefused, match=r"connected to 127\.0\.0\.1 \(loopback\)"):
+            run(lambda: guard.connect_tcp("public.test", port, timeout=2))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_trusted_hosts_may_be_private() -> None:
+    inner = RecordingBackend()
+    guard = GuardedBackend(HostRule.of(["10.0.0.5", "*.corp.example"]), inner=inner)
+    for host in ("10.0.0.5", "repo.corp.example"):
+        with pytest.raises(httpcore.ConnectError):
+            run(lambda host=host: guard.connect_tcp(host, 80, timeout=1))  # type: ignore[misc]
+    assert inner.connects == [("10.0.0.5", 80), ("repo.corp.example", 80)]
+
+
+def test_host_rules_match_names_and_subdomain_patterns() -> None:
+    rule = HostRule.of(["github.com", "*.example.com"])
+    assert rule.allows("github.com") and rule.allows("GitHub.com")
+    assert rule.allows("a.b.example.com") and not rule.allows("example.com")
+    assert not rule.allows("api.github.com") and not rule.allows("evilgithub.com")
+
+
+# -- redirects and credentials, on real sockets (127.0.0.1 and 127.0.0.2) --------------------
+
+
+class Recorder(ThreadingHTTPServer):
+    def __init__(self, address: str) -> None:
+        self.seen: list[tuple[str, str | None]] = []  # (path, Authorization)
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                recorder.seen.append((self.path, self.headers.get("Authorization")))
+                status, headers, body = recorder.routes.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__((address, 0), Handler)
+        self.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[Recorder, Recorder]]:
+    one, two = Recorder("127.0.0.1"), Recorder("127.0.0.2")
+    for server in (one, two):
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield one, two
+    for server in (one, two):
+        server.shutdown()
+        server.server_close()
+
+
+def fetch(
+    url: str, auth: UpstreamAuth, trusted: list[str], hosts: HostRule | None = None
+) -> tuple[int, bytes]:
+    async def main() -> tuple[int, bytes]:
+        guard = GuardedBackend(HostRule.of(trusted))
+        async with (
+            new_client(5, guard, 4) as client,
+            Outbound(client, auth).stream(url, hosts=hosts) as response,
+        ):
+            return response.status_code, await read_bounded(response, 1000)
+
+    return run(main)
+
+
+def test_credentials_follow_a_redirect_on_their_host_but_never_to_another(
+    servers: tuple[Recorder, Recorder],
+) -> None:
+    one, two = servers
+    auth = UpstreamAuth(parse_auth_json(json.dumps({"bearer": {"127.0.0.1": SECRET}}), "test"))
+    one.routes["/a"] = (302, {"Location": "/b"}, b"")
+    one.routes["/b"] = (301, {"Location": f"{two.url}/c"}, b"")
+    two.routes["/c"] = (200, {}, b"done")
+    assert fetch(f"{one.url}/a", auth, ["127.0.0.1", "127.0.0.2"]) == (200, b"done")
+    assert one.seen == [("/a", f"Bearer {SECRET}"), ("/b", f"Bearer {SECRET}")]
+    assert two.seen == [("/c", None)]
+
+
+def test_each_hop_is_checked_again(servers: tuple[Recorder, Recorder]) -> None:
+    one, two = servers
+    one.routes["/to-two"] = (302, {"Location": f"{two.url}/c"}, b"")
+    one.routes["/to-metadata"] = (307, {"Location": "http://169.254.169.254/latest/"}, b"")
+    one.routes["/to-file"] = (302, {"Location": "file:///etc/passwd"}, b"")
+    auth = UpstreamAuth()
+    # 127.0.0.2 is not trusted: refused at its address, before connecting.
+    with pytest.raises(AddressRefused, match=r"127\.0\.0\.2 \(loopback\)"):
+        fetch(f"{one.url}/to-two", auth, ["127.0.0.1"])
+    with pytest.raises(AddressRefused, match=r"169\.254\.169\.254 \(link-local\)"):
+        fetch(f"{one.url}/to-metadata", auth, ["127.0.0.1"])
+    with pytest.raises(Refused, match="only http and https"):
+        fetch(f"{one.url}/to-file", auth, ["127.0.0.1"])
+    # A host rule: the redirect target's host must be in it.
+    with pytest.raises(Refused, match=r"add 127\.0\.0\.2 to SATCHEL_DIST_HOSTS"):
+        fetch(f"{one.url}/to-two", auth, ["127.0.0.1", "127.0.0.2"], HostRule.of(["127.0.0.1"]))
+    assert two.seen == []
+
+
+def test_redirects_are_followed_at_most_five_times(servers: tuple[Recorder, Recorder]) -> None:
+    one, _ = servers
+    for hop in range(7):
+        one.routes[f"/{hop}"] = (302, {"Location": f"/{hop + 1}"}, b"")
+    with pytest.raises(Refused, match="more than 5 redirects"):
+        fetch(f"{one.url}/0", UpstreamAuth(), ["127.0.0.1"])
+    assert len(one.seen) == 6
+
+
+def test_bodies_are_bounded_and_urls_with_credentials_are_not_fetched(
+    servers: tuple[Recorder, Recorder],
+) -> None:
+    one, _ = servers
+    one.routes["/big"] = (200, {}, b"x" * 1001)
+    with pytest.raises(TooLarge, match="over the bound of 1000"):
+        fetch(f"{one.url}/big", UpstreamAuth(), ["127.0.0.1"])
+    with pytest.raises(Refused, match="credentials in the URL") as refused:
+        fetch(f"http://user:{SECRET}@127.0.0.1:{one.server_address[1]}/x", UpstreamAuth(), [])
+    assert SECRET not in str(refused.value)
+    assert [path for path, _ in one.seen] == ["/big"]
