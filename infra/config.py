@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infra.cache_layout import cache_bounds, parse_quantity
+from runtime.app.upstream_auth import parse_auth_json
+from runtime.errors import ConfigError
 
 PROJECT = "satchel"
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +44,11 @@ MAX_TAGS = 49
 RESERVED_TAG_KEYS = frozenset({"satchel:stack"})
 # Keys whose values may be set with `pulumi config set --secret`: they reach only the Kubernetes
 # provider, kept secret. Every other value appears in plain text in names, documents or the env.
-SECRET_CAPABLE_KEYS = frozenset({"satchel:kubeconfig", "satchel:kubeContext"})
+SECRET_CAPABLE_KEYS = frozenset(
+    {"satchel:kubeconfig", "satchel:kubeContext", "satchel:upstreamAuth"}
+)
+# Keys that must be secrets: their values are credentials.
+SECRET_ONLY_KEYS = frozenset({"satchel:upstreamAuth"})
 
 
 class ConfigKeyError(ValueError):
@@ -178,6 +184,16 @@ class StackConfig(BaseModel):
     kube_context: str | None = Field(
         default=None, alias="kubeContext", description="Context within the kubeconfig"
     )
+    upstream_auth: str | None = Field(
+        default=None,
+        alias="upstreamAuth",
+        repr=False,
+        description=(
+            "Upstream credentials, the JSON of a Composer auth.json (http-basic, bearer,"
+            " github-oauth, gitlab-token); a secret, mounted from a Kubernetes Secret as"
+            " SATCHEL_UPSTREAM_AUTH_FILE"
+        ),
+    )
     deploy_app: bool = Field(
         default=False,
         alias="deployApp",
@@ -227,6 +243,7 @@ class StackConfig(BaseModel):
         "permissions_boundary_arn",
         "kubeconfig",
         "kube_context",
+        "upstream_auth",
         mode="before",
     )
     @classmethod
@@ -234,6 +251,16 @@ class StackConfig(BaseModel):
         # Pulumi.yaml can't declare a null default, and a key declared without a default is
         # required in every stack: `default: ""` there means "not set".
         return None if value == "" else value
+
+    @field_validator("upstream_auth")
+    @classmethod
+    def _auth_json(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:  # the app's own parser: the same refusals, never quoting a value
+                parse_auth_json(value, where="the auth.json")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("namespace", "service_account")
     @classmethod
@@ -317,6 +344,15 @@ class StackConfig(BaseModel):
     def _app_image_when_deployed(self) -> StackConfig:
         if self.deploy_app and not self.app_image:
             raise ValueError("appImage: deployApp needs the app's container image")
+        return self
+
+    @model_validator(mode="after")
+    def _auth_for_the_app(self) -> StackConfig:
+        if self.upstream_auth and not self.deploy_app:
+            raise ValueError(
+                "upstreamAuth: is mounted into the app's pods; set deployApp: true (or give the"
+                " app COMPOSER_AUTH / SATCHEL_UPSTREAM_AUTH_FILE where it runs)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -414,8 +450,16 @@ def parse_stack_config(values: Mapping[str, Any]) -> StackConfig:
         raise ConfigKeyError(f"{key}: {message}") from None
 
 
-def check_secret_keys(secret_keys: set[str] | frozenset[str]) -> None:
-    """Refuse `satchel:` keys set as secrets whose values the stack can't keep secret."""
+def check_secret_keys(
+    secret_keys: set[str] | frozenset[str], present: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """Refuse `satchel:` keys set as secrets whose values the stack can't keep secret, and
+    credentials (`present` keys in SECRET_ONLY_KEYS) set in plain text."""
+    for key in sorted(SECRET_ONLY_KEYS & set(present) - set(secret_keys)):
+        raise ConfigKeyError(
+            f"{key}: holds credentials; set it with `pulumi config set --secret {key}`"
+            " (a plain value is stored in clear text in the stack file)"
+        )
     for key in sorted(secret_keys):
         if key.startswith(f"{PROJECT}:") and key not in SECRET_CAPABLE_KEYS:
             raise ConfigKeyError(

@@ -58,7 +58,9 @@ def secret_config_keys() -> frozenset[str]:
 def main() -> None:
     raw = read_pulumi_config()
     secret_keys = secret_config_keys()
-    check_secret_keys(secret_keys)
+    check_secret_keys(
+        secret_keys, present=frozenset(k for k, v in raw.items() if v not in ("", None))
+    )
     config = parse_stack_config(raw)
     stack = pulumi.get_stack()
     name = f"{PROJECT}-{stack}"

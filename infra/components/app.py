@@ -26,6 +26,9 @@ from runtime.app.health import PROBE_TIMEOUT
 from runtime.app.server import GRACEFUL_SHUTDOWN_SECONDS
 
 PORT = 8080
+# Where the upstream credentials (satchel:upstreamAuth) are mounted, read-only.
+UPSTREAM_AUTH_DIR = "/etc/satchel/upstream-auth"
+UPSTREAM_AUTH_FILE = f"{UPSTREAM_AUTH_DIR}/auth.json"
 LABELS = {"app.kubernetes.io/name": "satchel", "app.kubernetes.io/component": "mirror"}
 # The image's user (Dockerfile): numeric, so kubelet can verify runAsNonRoot.
 APP_UID = 10001
@@ -113,6 +116,10 @@ class AppDeployment(pulumi.ComponentResource):
         super().__init__("satchel:index:AppDeployment", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         volumes = cache_volumes(config)
+        auth = self._upstream_auth(name, config, child)
+        mounts: list[k8s.core.v1.VolumeMountArgsDict] = [
+            {"name": v.name, "mount_path": v.mount_path} for v in volumes
+        ]
         container: k8s.core.v1.ContainerArgsDict = {
             "name": "satchel",
             "image": config.app_image,
@@ -127,8 +134,29 @@ class AppDeployment(pulumi.ComponentResource):
                 "limits": {"memory": "1Gi"},
             },
             "security_context": RESTRICTED_CONTAINER,
-            "volume_mounts": [{"name": v.name, "mount_path": v.mount_path} for v in volumes],
+            "volume_mounts": mounts,
         }
+        pod_volumes: list[k8s.core.v1.VolumeArgsDict] = [
+            {"name": v.name, "empty_dir": {"size_limit": config.app_cache_size_limit}}
+            for v in volumes
+        ]
+        if auth is not None:
+            # Not in the ConfigMap (the stack's env and outputs): a Secret volume, its path
+            # in the container's own env.
+            container["env"] = [{"name": "SATCHEL_UPSTREAM_AUTH_FILE", "value": UPSTREAM_AUTH_FILE}]
+            mounts.append(
+                {"name": "upstream-auth", "mount_path": UPSTREAM_AUTH_DIR, "read_only": True}
+            )
+            pod_volumes.append(
+                {
+                    "name": "upstream-auth",
+                    "secret": {
+                        "secret_name": auth.metadata["name"],
+                        "default_mode": 0o440,  # the app's group (fs_group) reads it
+                        "items": [{"key": "auth.json", "path": "auth.json"}],
+                    },
+                }
+            )
         metadata: k8s.meta.v1.ObjectMetaArgsDict = {
             "name": "satchel",
             "namespace": config.namespace,
@@ -155,10 +183,7 @@ class AppDeployment(pulumi.ComponentResource):
                         "seccomp_profile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [
-                        {"name": v.name, "empty_dir": {"size_limit": config.app_cache_size_limit}}
-                        for v in volumes
-                    ],
+                    "volumes": pod_volumes,
                 },
             },
         }
@@ -241,3 +266,26 @@ class AppDeployment(pulumi.ComponentResource):
                 ),
             )
         self.register_outputs({"deployment": self.deployment.metadata["name"]})
+
+    @staticmethod
+    def _upstream_auth(
+        name: str, config: StackConfig, opts: pulumi.ResourceOptions
+    ) -> k8s.core.v1.Secret | None:
+        """The Secret holding satchel:upstreamAuth, or None. Auto-named and replaced when
+        its data changes: the new name changes the pod template, which rolls the pods
+        (they read the file at start), and no digest of the credentials is published."""
+        if not config.upstream_auth:
+            return None
+        return k8s.core.v1.Secret(
+            f"{name}-upstream-auth",
+            metadata={"namespace": config.namespace, "labels": LABELS},
+            type="Opaque",
+            string_data={"auth.json": pulumi.Output.secret(config.upstream_auth)},
+            opts=pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(
+                    replace_on_changes=["stringData"],
+                    additional_secret_outputs=["stringData", "data"],
+                ),
+            ),
+        )

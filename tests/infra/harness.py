@@ -190,6 +190,9 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     if typ == "aws:iam/policy:Policy":
         path = inputs.get("path") or "/"
         return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:policy{path}{name}"}
+    if typ == "kubernetes:core/v1:Secret" and not inputs.get("metadata", {}).get("name"):
+        # Pulumi auto-names a Kubernetes object without a name: the resource name + a suffix.
+        return {"metadata": {**inputs.get("metadata", {}), "name": f"{name}-1a2b3c4d"}}
     if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
         host = inputs["url"].removeprefix("https://")
         return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{host}"}

@@ -39,7 +39,9 @@ def everything() -> ProgramRun:
             appMaxReplicas=6,
             serviceMonitor=True,
             serviceMonitorLabels={"release": "kube-prometheus-stack"},
-        )
+            upstreamAuth='{"bearer": {"repo.example.com": "t0ken"}}',
+        ),
+        secret_keys=("satchel:upstreamAuth",),
     )
 
 
@@ -67,6 +69,7 @@ def test_the_program_declares_every_object_the_stack_needs(everything: ProgramRu
         "Service",
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
+        "Secret",
     }
     assert everything.one(SERVICE_MONITOR)
 
