@@ -21,8 +21,11 @@ import enum
 import io
 import logging
 import os
+import queue
 import struct
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
@@ -44,6 +47,7 @@ FILL_WAIT = 5.0  # seconds to wait for another process's fill before reading the
 FILL_POLL = 0.02
 UNCACHEABLE_KEYS = 10_000
 _COPY_CHUNK = 1024 * 1024
+_PIPELINE_BUFFERS = 4
 
 
 class Fill(enum.Enum):
@@ -254,12 +258,60 @@ class FileCache:
 
 
 def _copy_verified(source: BinaryIO, out: BinaryIO, check: BodyCheck, key: str) -> bool:
-    """Copy the body at the source's speed, checking what `check` can; False when wrong."""
-    buffer = bytearray(_COPY_CHUNK)
-    view = memoryview(buffer)
-    while n := source.readinto(view):  # type: ignore[attr-defined]
-        check.update(view[:n])
-        out.write(view[:n])
+    """Copy the body at the source's speed, checking what `check` can; False when wrong.
+
+    Three stages in three threads: this one reads the bucket, one helper writes what was
+    read, another hashes it (all release the GIL), so the network, the disk and the digest
+    overlap instead of adding up. Buffers rotate through a small pool: nothing is copied.
+    """
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(_PIPELINE_BUFFERS):
+        free.put(bytearray(_COPY_CHUNK))
+    failure: list[BaseException] = []
+    pending: dict[int, int] = {}  # buffer id -> stages still to see it
+    pending_lock = threading.Lock()
+
+    def done_with(buffer: bytearray) -> None:
+        with pending_lock:
+            pending[id(buffer)] -= 1
+            if pending[id(buffer)] == 0:
+                free.put(buffer)
+
+    def stage(work: Callable[[memoryview], object]) -> tuple[queue.Queue[Any], threading.Thread]:
+        inbox: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+
+        def run() -> None:
+            while (item := inbox.get()) is not None:
+                buffer, n = item
+                try:
+                    if not failure:
+                        work(memoryview(buffer)[:n])
+                except BaseException as exc:  # reported to the reader, which stops
+                    failure.append(exc)
+                done_with(buffer)
+
+        thread = threading.Thread(target=run, name="satchel-fill", daemon=True)
+        thread.start()
+        return inbox, thread
+
+    stages = [stage(out.write)] + ([stage(check.update)] if check.hashes else [])
+    try:
+        while not failure:
+            buffer = free.get()
+            n = source.readinto(buffer)  # type: ignore[attr-defined]
+            if not n:
+                break
+            check.count(n)
+            with pending_lock:
+                pending[id(buffer)] = len(stages)
+            for inbox, _ in stages:
+                inbox.put((buffer, n))
+    finally:
+        for inbox, thread in stages:
+            inbox.put(None)
+            thread.join()
+    if failure:
+        raise failure[0]
     problem = check.problem()
     if problem is not None:
         log.warning("not caching %s: %s", key, problem)

@@ -74,8 +74,17 @@ class BodyCheck:
             return cls(info.size, "MD5", bytes.fromhex(info.etag), md5)
         return cls(info.size)
 
+    @property
+    def hashes(self) -> bool:
+        """Whether there is a digest to compute (else only the length is checked)."""
+        return self._digest is not None
+
+    def count(self, size: int) -> None:
+        """Bytes received (the length check)."""
+        self._received += size
+
     def update(self, data: bytes | memoryview) -> None:
-        self._received += len(data)
+        """Bytes for the digest, in order (counted separately: `count`)."""
         if self._digest is not None:
             self._digest.update(data)
 
