@@ -71,7 +71,7 @@ CREDENTIAL_REFRESHES = Counter(
 CREDENTIAL_EXPIRY = Gauge(
     "satchel_credential_expiry_timestamp_seconds",
     "When the current temporary credentials expire (Unix time).",
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",  # the last refresh of any worker
 )
 LOCAL_CACHE_EVICTIONS = Counter(
     "satchel_local_cache_evicted_bytes_total", "Bytes evicted from the local caches.", ["cache"]
