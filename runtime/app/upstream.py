@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 from anyio import to_thread
 
+from runtime import metrics
 from runtime.app import outbound
 from runtime.app.outbound import (
     GuardedBackend,
@@ -145,9 +146,11 @@ class UpstreamClient:
                     body = await read_bounded(
                         response, self.max_document, "SATCHEL_MAX_METADATA_SIZE"
                     )
+                    metrics.UPSTREAM_BYTES.labels(kind).inc(len(body))
                 return _answer(url, response, body)
 
-        return await self._attempts(url, once)
+        kind = "document" if method == "GET" else "api"
+        return await self._attempts(url, once, kind)
 
     async def download(
         self, url: str, sink: BinaryIO, shasum: str | None, hosts: HostRule | None = None
@@ -185,6 +188,7 @@ class UpstreamClient:
                             " bytes (SATCHEL_MAX_DIST_SIZE); cut off"
                         )
                     digest.update(chunk)
+                    metrics.UPSTREAM_BYTES.labels("dist").inc(len(chunk))
                     # Off the event loop: a spool in the cache dir reserves its bytes under
                     # the cache's lock, which an eviction elsewhere may hold for a while.
                     await to_thread.run_sync(sink.write, chunk)
@@ -195,9 +199,17 @@ class UpstreamClient:
             sink.seek(0)
             return True
 
-        return await self._attempts(url, once)
+        return await self._attempts(url, once, "dist")
 
-    async def _attempts(self, url: str, once: Callable[[], Awaitable[T]]) -> T:
+    async def _attempts(self, url: str, once: Callable[[], Awaitable[T]], kind: str) -> T:
+        """`once()` under the retry rules below, counted in the metrics by `kind`."""
+        try:
+            return await self._retried(url, once, kind)
+        except UpstreamError:
+            metrics.UPSTREAM_ERRORS.labels(kind).inc()
+            raise
+
+    async def _retried(self, url: str, once: Callable[[], Awaitable[T]], kind: str) -> T:
         """`once()`, retried with backoff while the host fails. Every failure ends as an
         UpstreamError with a message free of credentials:
         - connection errors, timeouts and 5xx answers are the host's: retried, then the
@@ -210,6 +222,7 @@ class UpstreamClient:
           document: not retried, the host not paused."""
         self._check_host(url)
         for attempt in range(self.retries + 1):
+            metrics.UPSTREAM_REQUESTS.labels(kind).inc()
             try:
                 return await once()
             except Refused as exc:
