@@ -15,7 +15,7 @@ from runtime.cli import app
 
 SATCHEL = str(Path(sys.executable).parent / "satchel")
 # Every variable family the CLI reads: the contract's, ours, AWS's and Google's.
-_READ_PREFIXES = ("STORAGE_", "SATCHEL_", "MIRROR_", "AWS_", "GOOGLE_")
+_READ_PREFIXES = ("STORAGE_", "SATCHEL_", "MIRROR_", "AWS_", "GOOGLE_", "COMPOSER_")
 
 
 def isolated_env(env: Mapping[str, str]) -> dict[str, str | None]:

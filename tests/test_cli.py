@@ -251,7 +251,7 @@ def test_env_json_shows_the_resolved_variables_and_storages(s3_only_env: dict[st
 
     assert result.exit_code == 0
     document = json.loads(result.stdout)
-    assert set(document) == {"env", "storages"}
+    assert set(document) == {"env", "storages", "upstream_credentials"}
     assert document["env"]["STORAGE_SOURCE"] == "s3"
     assert document["env"]["STORAGE_AWS_PREFIX"] == s3_only_env["STORAGE_AWS_PREFIX"]
     assert json.loads(document["env"]["STORAGE_AWS_ARGS"])["accessKeySecret"] == "**********"

@@ -33,7 +33,7 @@ def doctor_json(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
 
 def assert_report_shape(report: dict[str, Any]) -> None:
     """The exact document of DESIGN.md: scripts index into it."""
-    assert set(report) == {"credentials", "identity", "storages", "ok"}
+    assert set(report) == {"credentials", "identity", "storages", "ok", "upstream_credentials"}
     assert set(report["credentials"]) == CREDENTIAL_KEYS
     assert set(report["storages"]) == ROLES
     for check in report["storages"].values():
@@ -106,7 +106,8 @@ def test_doctor_prints_a_line_per_storage_for_people(local_env: dict[str, str]) 
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[0] == "credentials: none"
-    for role, line in zip(ORDER, lines[1:5], strict=True):
+    assert lines[1] == "upstream credentials: none"  # hosts and kinds (COMPOSER_AUTH), never values
+    for role, line in zip(ORDER, lines[2:6], strict=True):
         assert line.startswith(f"✓ {role} ")
         assert "write ✓" in line and "read ✓" in line and "delete ✓" in line
     assert lines[-1] == "all 4 storages passed"

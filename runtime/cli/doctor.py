@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from runtime import load_settings
+from runtime.app.upstream_auth import load_upstream_auth
 from runtime.cli.common import EXIT_FAILED, JsonOption, errors_reported
 from runtime.doctor import DoctorReport, run_doctor
 from runtime.identity import Identity
@@ -19,15 +20,21 @@ _MARK = {True: ("✓", "green"), False: ("✗", "red"), None: ("-", "dim")}
 def doctor(as_json: JsonOption = False) -> None:
     """Show where credentials come from and probe every storage (write, read, delete)."""
     with errors_reported():
-        report = run_doctor(load_settings())
+        settings = load_settings()
+        upstream_auth = load_upstream_auth()
+        report = run_doctor(settings)
+    # Which upstream hosts get credentials, and of which kind: never the values.
+    hosts = upstream_auth.hosts()
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), indent=2))
+        typer.echo(json.dumps({**report.as_dict(), "upstream_credentials": hosts}, indent=2))
     else:
-        render(report, Console())
+        render(report, Console(), hosts)
     raise typer.Exit(0 if report.ok else EXIT_FAILED)
 
 
-def render(report: DoctorReport, console: Console) -> None:
+def render(
+    report: DoctorReport, console: Console, upstream_hosts: dict[str, str] | None = None
+) -> None:
     credentials = report.as_dict()["credentials"]
     line = Text(f"credentials: {credentials.pop('source')}")
     if report.credentials.detail:
@@ -38,6 +45,9 @@ def render(report: DoctorReport, console: Console) -> None:
     console.print(line, soft_wrap=True)
     if report.identity is not None:
         console.print(_identity_line(report.identity), soft_wrap=True)
+    if upstream_hosts is not None:
+        listed = ", ".join(f"{host} ({kind})" for host, kind in upstream_hosts.items())
+        console.print(Text(f"upstream credentials: {listed or 'none'}"), soft_wrap=True)
     width = max(len(check.location) for check in report.storages.values())
     for role, check in report.storages.items():
         # Text objects throughout: keys, paths and messages are data, never Rich markup.

@@ -161,11 +161,15 @@ def test_the_peer_address_of_the_socket_is_checked_after_connecting() -> None:
 
 def test_trusted_hosts_may_be_private() -> None:
     inner = RecordingBackend()
-    guard = GuardedBackend(HostRule.of(["10.0.0.5", "*.corp.example"]), inner=inner)
+    guard = GuardedBackend(
+        HostRule.of(["10.0.0.5", "*.corp.example"]),
+        resolver({"repo.corp.example": ["10.0.0.6"]}),
+        inner=inner,
+    )
     for host in ("10.0.0.5", "repo.corp.example"):
         with pytest.raises(httpcore.ConnectError):
             run(lambda host=host: guard.connect_tcp(host, 80, timeout=1))  # type: ignore[misc]
-    assert inner.connects == [("10.0.0.5", 80), ("repo.corp.example", 80)]
+    assert inner.connects == [("10.0.0.5", 80), ("10.0.0.6", 80)]
 
 
 def test_host_rules_match_names_and_subdomain_patterns() -> None:

@@ -32,7 +32,7 @@ import runtime
 from infra.local.composer_repo import make_zip
 from runtime.app import create_app
 from runtime.app.config import load_serve_config
-from runtime.app.outbound import system_resolver
+from runtime.app.outbound import Resolver, system_resolver
 from runtime.settings import load_settings
 from tests.app.conftest import BASE
 
@@ -207,7 +207,7 @@ def make_app(
     started: list[TestClient] = []
     fds: list[int] = []
 
-    def make(**overrides: str) -> App:
+    def make(resolver: Resolver = resolve, **overrides: str) -> App:
         env = {
             **pod_env,
             "SATCHEL_UPSTREAMS": f"{alias}={upstream.url}",
@@ -220,7 +220,7 @@ def make_app(
         fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fds.append(fd)
         app = create_app(
-            load_settings(env), load_serve_config(env), access_log_fd=fd, resolve=resolve
+            load_settings(env), load_serve_config(env), access_log_fd=fd, resolve=resolver
         )
         client = TestClient(app, base_url=BASE)
         client.__enter__()
