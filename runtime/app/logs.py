@@ -43,7 +43,24 @@ def _write_now(fd: int, record: dict[str, Any]) -> None:
 
 
 def _encode(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
+    """One JSON line: the same as json.dumps (compact), built by hand for the access log's
+    plain values (json.dumps costs ~15 µs a line, a noticeable part of a warm request)."""
+    parts = []
+    for key, value in record.items():
+        parts.append(f'"{key}":{_json_value(value)}')
+    return ("{" + ",".join(parts) + "}\n").encode()
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, str):
+        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return f'"{value}"'
+        return json.dumps(value)
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value, default=str)
 
 
 class _BatchedLines:
@@ -123,11 +140,7 @@ def _count(scope: Scope, status: int, seconds: float, cache: str) -> None:
     path."""
     endpoint = scope.get("endpoint")
     route = getattr(endpoint, "__name__", "unmatched") if endpoint is not None else "unmatched"
-    metrics.HTTP_REQUESTS.labels(route, metrics.status_class(status)).inc()
-    metrics.HTTP_LATENCY.labels(route).observe(seconds)
-    if cache != "-":
-        for outcome in cache.split(","):  # packages.json: one per upstream
-            metrics.CACHE_OUTCOMES.labels(outcome).inc()
+    metrics.observe_request(route, status, seconds, cache)
 
 
 def note_request_id(scope: Scope, request_id: str) -> None:
