@@ -84,10 +84,10 @@ class HostRule:
 
     @classmethod
     def of(cls, names: Iterable[str]) -> HostRule:
-        return cls(frozenset(n.strip().lower() for n in names if n.strip()))
+        return cls(frozenset(n.strip().lower().strip("[]") for n in names if n.strip()))
 
     def allows(self, host: str) -> bool:
-        host = host.lower()
+        host = host.lower().strip("[]")
         if host in self.names:
             return True
         return any(n.startswith("*.") and host.endswith(n[1:]) for n in self.names)
@@ -304,13 +304,13 @@ class Outbound:
         must be in it (None: any host; addresses are checked either way). Raises Refused
         and httpx errors."""
         target = _check_url(url, hosts)
-        origin = (target.host, target.port)
+        origin = (target.host, target.port, target.scheme)
         content = urlencode(data).encode() if data is not None else None
         for _ in range(self.max_redirects + 1):
             sent = dict(headers or {})
             if content is not None:
                 sent["Content-Type"] = "application/x-www-form-urlencoded"
-            if (target.host, target.port) == origin:  # never after a redirect to another host
+            if _keeps_credentials(origin, target):
                 credential = self.auth.for_host(target.host, target.port)
                 if credential is not None:
                     sent.update(credential.headers)
@@ -330,6 +330,14 @@ class Outbound:
                 method, content = "GET", None
             target = _check_url(urljoin(str(target), location), hosts)
         raise Refused(f"{safe_url(url)}: more than {self.max_redirects} redirects")
+
+
+def _keeps_credentials(origin: tuple[str, int | None, str], target: httpx.URL) -> bool:
+    """Credentials go to the first request's host and port only (never after a redirect
+    to another host), and never over http when the first request was https."""
+    host, port, scheme = origin
+    same = (target.host, target.port) == (host, port)
+    return same and not (scheme == "https" and target.scheme == "http")
 
 
 async def read_bounded(response: httpx.Response, limit: int, setting: str = "") -> bytes:

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import httpcore
+import httpx
 import pytest
 
 from runtime.app.outbound import (
@@ -246,6 +247,17 @@ def test_credentials_follow_a_redirect_on_their_host_but_never_to_another(
     assert fetch(f"{one.url}/a", auth, ["127.0.0.1", "127.0.0.2"]) == (200, b"done")
     assert one.seen == [("/a", f"Bearer {SECRET}"), ("/b", f"Bearer {SECRET}")]
     assert two.seen == [("/c", None)]
+
+
+def test_credentials_are_not_sent_after_a_downgrade_to_http() -> None:
+    from runtime.app.outbound import _keeps_credentials
+
+    origin = ("repo.example", None, "https")
+    assert _keeps_credentials(origin, httpx.URL("https://repo.example/next"))
+    assert not _keeps_credentials(origin, httpx.URL("http://repo.example/next"))
+    assert not _keeps_credentials(origin, httpx.URL("https://repo.example:8443/next"))
+    assert not _keeps_credentials(origin, httpx.URL("https://other.example/next"))
+    assert HostRule.of(["[fd00::1]"]).allows("fd00::1")
 
 
 def test_each_hop_is_checked_again(servers: tuple[Recorder, Recorder]) -> None:
