@@ -11,6 +11,7 @@ refuses and records anything that is not loopback), and nothing lands in the buc
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import json
 import logging
@@ -442,3 +443,20 @@ def test_an_oversized_dist_is_not_stored(
     assert "larger than the mirror accepts" in client_saw
     assert "over the bound of 16384 (SATCHEL_MAX_DIST_SIZE)" in log_saw
     assert app.stored()["dists"] == []
+
+
+def test_a_compressed_document_is_bounded_by_its_decoded_size(
+    make_app: Callable[..., App], upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gzip body of ~100 KiB that inflates to 100 MiB (a decompression bomb) is cut off
+    at the bound of what it decodes to, not of what it weighs on the wire."""
+    bomb = gzip.compress(b'{"packages": {"acme/bomb": [' + b" " * (100 * 1024 * 1024), 9)
+    assert len(bomb) < 256 * 1024
+    upstream.server.routes["/p2/acme/bomb.json"] = lambda h: send(
+        h, 200, bomb, {"Content-Encoding": "gzip"}
+    )
+    app = make_app(SATCHEL_MAX_METADATA_SIZE="1M")
+    client_saw, log_saw = refused(app, "/p2/acme/bomb.json", caplog)
+    assert "larger than the mirror accepts" in client_saw
+    assert "over the bound of 1048576 bytes (SATCHEL_MAX_METADATA_SIZE); cut off" in log_saw
+    assert not any("bomb" in key for key in app.stored()["metadata"])
