@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from runtime.errors import AlreadyExists, NotFound, StorageError
@@ -40,8 +40,8 @@ class TokenError(ValueError):
 class TokenRecord:
     name: str
     scope: str
-    sha256: str
-    created: str
+    sha256: str = field(repr=False)  # never in a log line or traceback
+    created: str = ""
 
     def allows(self, scope: str) -> bool:
         return SCOPES.index(self.scope) >= SCOPES.index(scope)
@@ -88,7 +88,13 @@ class TokenStore:
         try:
             self.storage.create(_key(name), json.dumps(record).encode())
         except AlreadyExists:
-            raise TokenError(f"a token named {name!r} exists; revoke it first") from None
+            # A create the client retried may have succeeded the first time: ours, then.
+            try:
+                stored = json.loads(self.storage.read(_key(name)))
+            except NotFound:
+                stored = {}
+            if stored.get("sha256") != record["sha256"]:
+                raise TokenError(f"a token named {name!r} exists; revoke it first") from None
         return token
 
     def revoke(self, name: str) -> bool:

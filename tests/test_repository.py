@@ -5,10 +5,13 @@ and publishers racing from separate processes."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing
 import secrets
 import time
+import warnings
+import zipfile
 from collections.abc import Callable
 
 import pytest
@@ -87,7 +90,7 @@ def test_republishing_a_version_with_other_bytes_is_refused_and_keeps_the_first(
 ) -> None:
     first = repo.publish(package_zip(name, "1.0.0"))
     before = _stored(repo, name)
-    with pytest.raises(VersionConflict, match="exists with other contents"):
+    with pytest.raises(VersionConflict, match="with other contents"):
         repo.publish(package_zip(name, "1.0.0", files={"README.md": b"changed"}))
     assert _stored(repo, name) == before  # nothing new, no orphan archive
     assert repo.record(name, "1.0.0")["sha1"] == first.sha1  # type: ignore[index]
@@ -187,3 +190,48 @@ def test_two_processes_publishing_one_version_with_other_bytes_let_exactly_one_w
     winner = [a for a in archives if hashlib.sha1(a).hexdigest() == record["sha1"]]
     assert len(winner) == 1
     assert [i.key for i in repo.artifacts.list(name)] == [f"{name}/1.0.0-{record['sha1']}.zip"]
+
+
+def test_one_version_cannot_be_published_again_under_another_spelling(
+    repo: Repository, name: str
+) -> None:
+    """Composer takes 1.0.0, v1.0.0, 1.0 and 1.0.0.0 for one version (1.0.0.0)."""
+    data = package_zip(name)
+    repo.publish(data, version="1.0.0")
+    for spelling in ("v1.0.0", "1.0", "1.0.0.0"):
+        with pytest.raises(VersionConflict, match=r"exists \(as 1\.0\.0\)"):
+            repo.publish(package_zip(name, files={"OTHER": spelling.encode()}), version=spelling)
+        assert repo.publish(data, version=spelling).created is False  # the same bytes: fine
+    document = json.loads(repo.packages.read(p2_key(name)))
+    (only,) = document["packages"][name]
+    assert (only["version"], only["version_normalized"]) == ("1.0.0", "1.0.0.0")
+
+
+def _with_flag(data: bytes, flag: int) -> bytes:
+    """The zip with a general-purpose flag set on its first entry (local + central)."""
+    patched = bytearray(data)
+    local = patched.index(b"PK\x03\x04")
+    central = patched.index(b"PK\x01\x02")
+    for at in (local + 6, central + 8):
+        patched[at] |= flag
+    return bytes(patched)
+
+
+@pytest.mark.parametrize("case", ["encrypted", "corrupt", "duplicate entries"])
+def test_a_damaged_archive_is_refused_not_a_crash(repo: Repository, name: str, case: str) -> None:
+    if case == "encrypted":
+        data = _with_flag(raw_zip({"composer.json": b'{"name": "a/b"}'}), 0x1)
+    elif case == "corrupt":
+        good = raw_zip({"composer.json": json.dumps({"name": name, "pad": "x" * 4000}).encode()})
+        start = good.index(b"PK\x03\x04") + 30 + len("composer.json")
+        data = good[:start] + bytes(b ^ 0x5A for b in good[start : start + 40]) + good[start + 40 :]
+    else:
+        out = io.BytesIO()
+        with warnings.catch_warnings(), zipfile.ZipFile(out, "w") as archive:
+            warnings.simplefilter("ignore")  # zipfile warns of the duplicate it writes
+            archive.writestr("composer.json", json.dumps({"name": name, "version": "1.0.0"}))
+            archive.writestr("composer.json", json.dumps({"name": "evil/other"}))
+        data = out.getvalue()
+    with pytest.raises(InvalidArchive):
+        repo.publish(data, version="1.0.0")
+    assert _stored(repo, name) == []

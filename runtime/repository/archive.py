@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +74,11 @@ def _composer_json(archive: zipfile.ZipFile) -> dict[str, Any]:
     try:
         with archive.open(member) as stream:
             raw = stream.read(MAX_COMPOSER_JSON + 1)  # the header may lie about the size
-    except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError) as exc:
-        raise InvalidArchive(f"its composer.json cannot be extracted ({exc})") from None
+    except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, RuntimeError, zlib.error):
+        # RuntimeError: an encrypted member; zlib.error: corrupt compressed data
+        raise InvalidArchive(
+            "its composer.json cannot be extracted (corrupt or encrypted)"
+        ) from None
     if len(raw) > MAX_COMPOSER_JSON:
         raise InvalidArchive(f"its composer.json is over {MAX_COMPOSER_JSON // 1024} KiB")
     try:
@@ -88,6 +92,9 @@ def _composer_json(archive: zipfile.ZipFile) -> dict[str, Any]:
 
 def _find_composer_json(archive: zipfile.ZipFile) -> zipfile.ZipInfo:
     members = [m for m in archive.infolist() if not m.filename.startswith("__MACOSX/")]
+    names = [m.filename for m in members]
+    if len(names) != len(set(names)):
+        raise InvalidArchive("the archive has duplicate entries; zip it again")
     by_name = {m.filename: m for m in members}
     if "composer.json" in by_name:
         return by_name["composer.json"]

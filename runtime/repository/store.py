@@ -25,7 +25,7 @@ from typing import Any
 
 from runtime.errors import AlreadyExists, NotFound
 from runtime.repository.archive import Inspected, inspect_archive
-from runtime.repository.names import BASE_PLACEHOLDER
+from runtime.repository.names import BASE_PLACEHOLDER, normalize_version
 from runtime.storage import Storage
 
 log = logging.getLogger("satchel.repository")
@@ -47,7 +47,8 @@ class Published:
 
 
 def record_key(name: str, version: str) -> str:
-    return f"versions/{name}/{version}.json"
+    """One record per version as Composer tells versions apart: `v1.0` is `1.0.0`."""
+    return f"versions/{name}/{normalize_version(version)}.json"
 
 
 def p2_key(name: str) -> str:
@@ -98,9 +99,10 @@ class Repository:
             existing = self.record(inspected.name, inspected.version)
             if existing is None or existing.get("sha1") != inspected.sha1:
                 self.artifacts.delete(archive_key(inspected.name, file))  # referenced by none
+                spelled = f" (as {existing['version']})" if existing else ""
                 raise VersionConflict(
-                    f"{inspected.name} {inspected.version} exists with other contents; "
-                    "publish a new version (versions are immutable)"
+                    f"{inspected.name} {inspected.version} exists{spelled} with other "
+                    "contents; publish a new version (versions are immutable)"
                 ) from None
             created = False
         self.rebuild(inspected.name)
@@ -127,6 +129,7 @@ class Repository:
         document: dict[str, Any] = {
             "name": inspected.name,
             "version": inspected.version,
+            "version_normalized": normalize_version(inspected.version),
             "sha1": inspected.sha1,
             "size": inspected.size,
             "published": self._clock().isoformat(timespec="seconds"),
@@ -195,6 +198,7 @@ def render_p2(name: str, records: list[dict[str, Any]]) -> bytes:
         entry = {k: v for k, v in record["composer"].items() if k not in ("dist", "source")}
         entry["name"] = name
         entry["version"] = record["version"]
+        entry["version_normalized"] = normalize_version(record["version"])
         entry["time"] = record["published"]
         file = dist_file(record["version"], record["sha1"])
         entry["dist"] = {

@@ -8,6 +8,7 @@ buckets with object ownership enforced reject ACL headers.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -40,6 +41,7 @@ TRANSFER = TransferConfig(
     max_concurrency=4,
 )
 _STREAM_CHUNK = 1024 * 1024
+CREATE_ATTEMPTS = 3
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404", "NoSuchBucket"}
 _DENIED = {
@@ -111,17 +113,23 @@ class S3Adapter:
         return _put_info(key, data, response)
 
     def create(self, key: str, data: bytes) -> ObjectInfo | None:
-        try:
-            response = self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*"
-            )
-        except ClientError as exc:
-            if _code(exc) == "PreconditionFailed" or _status(exc) == 412:
-                raise AlreadyExists("the key exists already", operation="create") from exc
-            _raise(exc, "create")
-        except BotoCoreError as exc:
-            _raise(exc, "create")
-        return _put_info(key, data, response)
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                response = self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*"
+                )
+            except ClientError as exc:
+                if _code(exc) == "PreconditionFailed" or _status(exc) == 412:
+                    raise AlreadyExists("the key exists already", operation="create") from exc
+                # AWS: another conditional write of the key was under way; one of them wins
+                if _code(exc) == "ConditionalRequestConflict" and attempt + 1 < CREATE_ATTEMPTS:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                _raise(exc, "create")
+            except BotoCoreError as exc:
+                _raise(exc, "create")
+            return _put_info(key, data, response)
+        raise AssertionError("unreachable")
 
     def exists(self, key: str) -> bool:
         try:
