@@ -71,7 +71,10 @@ def scrape_annotations() -> dict[str, str]:
 
 def spread() -> list[k8s.core.v1.TopologySpreadConstraintArgsDict]:
     """Replicas spread over zones (as far as the cluster's capacity allows) and over nodes
-    (never two on one node while another node fits one), counted per rollout revision."""
+    (never two on one node while another node fits one), counted per rollout revision.
+
+    The node rule honors taints: a cordoned or draining node (tainted unschedulable) no longer
+    counts as a domain, so the replica it evicts is not held Pending by a skew against it."""
 
     def constraint(key: str, when: str) -> k8s.core.v1.TopologySpreadConstraintArgsDict:
         return {
@@ -82,7 +85,10 @@ def spread() -> list[k8s.core.v1.TopologySpreadConstraintArgsDict]:
             "match_label_keys": ["pod-template-hash"],
         }
 
-    return [constraint(ZONE_KEY, "ScheduleAnyway"), constraint(NODE_KEY, "DoNotSchedule")]
+    return [
+        constraint(ZONE_KEY, "ScheduleAnyway"),
+        {**constraint(NODE_KEY, "DoNotSchedule"), "node_taints_policy": "Honor"},
+    ]
 
 
 def env_hash(env: dict[str, str]) -> str:

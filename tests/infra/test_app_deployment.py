@@ -64,6 +64,10 @@ def test_replicas_spread_over_zones_and_nodes(app: ProgramRun) -> None:
     # Zones: best effort (one-zone clusters still run every replica); nodes: a hard rule.
     assert constraints["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"
     assert constraints["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    # A cordoned node (tainted unschedulable) is no domain: its evicted replica is not held
+    # Pending by a skew counted against a node nothing may be scheduled on.
+    assert constraints["kubernetes.io/hostname"]["nodeTaintsPolicy"] == "Honor"
+    assert "nodeTaintsPolicy" not in constraints["topology.kubernetes.io/zone"]
 
 
 def test_the_drain_stops_new_traffic_before_sigterm_and_outlasts_the_apps_shutdown(
