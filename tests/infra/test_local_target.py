@@ -25,7 +25,7 @@ from tests.infra.harness import stack_config_with
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
     config = parse_stack_config(
-        stack_config_with("dev", rolePath="/workloads/satchel/", maxSessionDuration=3600)
+        stack_config_with("dev", rolePath="/workloads/satchel/", maxSessionDuration=7200)
     )
     local = LocalTarget(config, Path(tmp_path_factory.mktemp("iam-options")))
     local.up()
@@ -59,6 +59,26 @@ def test_the_role_arn_carries_the_path_and_is_assumable(target: LocalTarget) -> 
     assert target.outputs()["roleArn"] == target.role_arn
 
 
+@pytest.mark.parametrize(
+    "arn",
+    [
+        pytest.param("arn:aws:iam::000000000000:role/packeton-dev-storage", id="without-path"),
+        pytest.param(
+            "arn:aws:iam::000000000000:role/other/satchel/packeton-dev-storage", id="other-path"
+        ),
+    ],
+)
+def test_the_role_is_not_assumable_under_another_path(target: LocalTarget, arn: str) -> None:
+    # The path is part of the role's identity: the name alone does not reach it.
+    with pytest.raises(ClientError):
+        _assume(target, arn, 900)
+
+
+def test_a_session_up_to_max_session_duration_is_granted(target: LocalTarget) -> None:
+    # 7200 s, above IAM's one-hour default: the configured bound, not the default, applies.
+    assert _assume(target, target.role_arn, 7200)["AccessKeyId"]
+
+
 def test_a_session_longer_than_max_session_duration_is_refused(target: LocalTarget) -> None:
-    with pytest.raises(ClientError, match="DurationSeconds must be between 900 and 3600"):
-        _assume(target, target.role_arn, 7200)
+    with pytest.raises(ClientError, match="DurationSeconds must be between 900 and 7200"):
+        _assume(target, target.role_arn, 7300)
