@@ -124,6 +124,10 @@ def logging_config(level: str = "info") -> dict[str, Any]:
             # Our access log replaces uvicorn's text one.
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
             "satchel": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            # httpx logs every request's URL at INFO, signed redirect URLs (tokens in their
+            # query) included: never. Our own lines name URLs without credentials.
+            "httpx": {"handlers": [], "level": "WARNING", "propagate": False},
+            "httpcore": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
 

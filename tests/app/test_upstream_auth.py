@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runtime.app.config import load_serve_config
+from runtime.app.logs import logging_config
 from runtime.app.upstream_auth import UpstreamAuth, load_upstream_auth, parse_auth_json
 from runtime.errors import ConfigError
 from tests.app.test_refusals import (  # noqa: F401  (fixtures)
@@ -193,3 +194,11 @@ def test_a_github_token_reaches_the_download_host_and_not_the_redirect_or_the_up
     assert set(upstream.server.authorizations) == {None}  # the upstream is not github.com
     assert SECRET not in caplog.text
     assert SECRET not in app.log_file.read_text() + without.log_file.read_text()
+
+
+def test_httpx_never_logs_request_urls() -> None:
+    """httpx logs each request's URL at INFO (a signed redirect carries a token in its
+    query): its loggers are held at WARNING, whatever the app's level."""
+    loggers = logging_config("debug")["loggers"]
+    for name in ("httpx", "httpcore"):
+        assert loggers[name] == {"handlers": [], "level": "WARNING", "propagate": False}
