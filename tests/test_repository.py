@@ -13,6 +13,7 @@ import time
 import warnings
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ import runtime
 from runtime.repository import InvalidArchive, Repository, VersionConflict
 from runtime.repository.archive import MAX_COMPOSER_JSON
 from runtime.repository.store import INDEX_KEY, p2_key
+from tests.cli_helpers import satchel
 from tests.repository_helpers import package_zip, raw_zip
 
 
@@ -235,3 +237,28 @@ def test_a_damaged_archive_is_refused_not_a_crash(repo: Repository, name: str, c
     with pytest.raises(InvalidArchive):
         repo.publish(data, version="1.0.0")
     assert _stored(repo, name) == []
+
+
+def test_the_cli_publishes_lists_and_unpublishes(
+    pod_env: dict[str, str], repo: Repository, name: str, tmp_path: Path
+) -> None:
+    archive = tmp_path / "lib.zip"
+    archive.write_bytes(package_zip(name, "0.9.0"))
+    published = satchel(pod_env, "publish", str(archive), "--version", "1.0.0")
+    assert published.exit_code == 0 and f"{name} 1.0.0 published" in published.stdout
+    again = satchel(pod_env, "publish", str(archive), "--version", "1.0.0")
+    assert again.exit_code == 0 and "already published (identical)" in again.stdout
+    archive.write_bytes(package_zip(name, "0.9.0", files={"NEW": b"1"}))
+    conflict = satchel(pod_env, "publish", str(archive), "--version", "1.0.0")
+    assert conflict.exit_code == 1 and "versions are immutable" in conflict.stderr
+    from_json = satchel(pod_env, "publish", str(archive))  # composer.json's own version
+    assert from_json.exit_code == 0 and f"{name} 0.9.0 published" in from_json.stdout
+    listed = json.loads(satchel(pod_env, "packages", "--json").stdout)
+    assert sorted(listed[name]) == ["0.9.0", "1.0.0"]
+    assert satchel(pod_env, "unpublish", name, "0.9.0").exit_code == 0
+    missing = satchel(pod_env, "unpublish", name, "0.9.0")
+    assert missing.exit_code == 1 and "is not published" in missing.stderr
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    bad = satchel(pod_env, "publish", str(tmp_path / "bad.zip"))
+    assert bad.exit_code == 2 and "not a zip archive" in bad.stderr
+    assert _p2_versions(repo, name) == ["1.0.0"]
