@@ -88,7 +88,7 @@ def main() -> None:
         f"{name}-k8s", config, cluster=cluster, aws_config=aws_config, secret_keys=secret_keys
     )
 
-    storage = SecureBucket(f"{name}-storage", config)
+    storage = SecureBucket(f"{name}-storage", config, partition=partition)
     identity = AppIdentity(
         f"{name}-app",
         config,

@@ -40,7 +40,12 @@ class SecureBucket(pulumi.ComponentResource):
     bucket: aws.s3.Bucket
 
     def __init__(
-        self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        config: StackConfig,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        partition: str = "aws",
     ) -> None:
         super().__init__("satchel:index:SecureBucket", name, None, opts)
         naming: dict[str, Any] = (
@@ -118,10 +123,14 @@ class SecureBucket(pulumi.ComponentResource):
             ),
         )
         # After the public access block: a policy applied first could be briefly "public".
+        # Rendered from the bucket's name, not its `arn` output: a configured name is known
+        # at `pulumi preview` of a new stack, so the policy pack checks the document there.
         self.policy = aws.s3.BucketPolicy(
             f"{name}-tls-only",
             bucket=bucket_id,
-            policy=self.bucket.arn.apply(lambda arn: json.dumps(tls_only_policy(arn))),
+            policy=self.bucket.bucket.apply(
+                lambda bucket: json.dumps(tls_only_policy(f"arn:{partition}:s3:::{bucket}"))
+            ),
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[public_block, ownership])
             ),

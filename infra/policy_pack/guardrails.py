@@ -6,19 +6,30 @@ virtualenv of its own, and may be published without this repository. It checks d
 independently of `infra/policies.py`, which renders them: a check that reused the renderer
 would pass whatever the renderer got wrong.
 
-Resource policies see a resource's inputs; stack policies see every resource's outputs, for
-rules that need two resources (a bucket and its protections, a role and its ServiceAccount).
+Written for `pulumi preview` of a new stack, where ids and ARNs are not known yet (the SDK
+drops a whole policy that reads an unknown value: "can't run during preview"):
+
+- each resource is checked on its own (resource policies) on what it declares itself and is
+  known at preview: the public-access flags, the ownership rule, the encryption rule, the
+  versioning status, the statements of a bucket policy and of trust and permission documents
+  (whenever they are known);
+- only the joins are stack-wide ("every bucket has its protections", "the ServiceAccount's
+  role trusts it"), and they join through `property_dependencies` (URNs, known at preview)
+  rather than through ids or ARNs;
+- an unknown value is caught where it is read, for that resource alone: what is unknown at
+  preview is checked at `up`, and everything else still is at preview.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pulumi_policy import (
     EnforcementLevel,
+    PolicyConfigSchema,
     PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
@@ -26,6 +37,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 STS_AUDIENCE = "sts.amazonaws.com"
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
@@ -34,20 +46,45 @@ SERVICE_ACCOUNT_TAG = "aws:RequestTag/kubernetes-service-account"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 
 BUCKET = "aws:s3/bucket:Bucket"
+BUCKET_V2 = "aws:s3/bucketV2:BucketV2"
+BUCKETS = (BUCKET, BUCKET_V2)
 OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
 PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 ENCRYPTION = (
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 )
+ENCRYPTION_V2 = (
+    "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2"
+)
 VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
+VERSIONING_V2 = "aws:s3/bucketVersioningV2:BucketVersioningV2"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 BUCKET_ACL = "aws:s3/bucketAcl:BucketAcl"
+BUCKET_ACL_V2 = "aws:s3/bucketAclV2:BucketAclV2"
 ROLE = "aws:iam/role:Role"
 IAM_POLICY = "aws:iam/policy:Policy"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+POLICY_ATTACHMENT = "aws:iam/policyAttachment:PolicyAttachment"
+ROLE_POLICY_ATTACHMENTS_EXCLUSIVE = (
+    "aws:iam/rolePolicyAttachmentsExclusive:RolePolicyAttachmentsExclusive"
+)
 POD_IDENTITY_ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
 SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 
+# What every bucket needs beside it: (what, the resource types that provide it, how to add it).
+PROTECTIONS = (
+    ("ownership controls", (OWNERSHIP,), "aws.s3.BucketOwnershipControls (BucketOwnerEnforced)"),
+    ("a public access block", (PUBLIC_ACCESS_BLOCK,), "aws.s3.BucketPublicAccessBlock"),
+    (
+        "a default encryption configuration",
+        (ENCRYPTION, ENCRYPTION_V2),
+        "aws.s3.BucketServerSideEncryptionConfiguration",
+    ),
+    ("a versioning configuration", (VERSIONING, VERSIONING_V2), "aws.s3.BucketVersioning"),
+    ("a bucket policy", (BUCKET_POLICY,), "aws.s3.BucketPolicy (the TLS-only deny)"),
+)
 PUBLIC_ACCESS_FLAGS = (
     "blockPublicAcls",
     "blockPublicPolicy",
@@ -76,17 +113,19 @@ _SUBJECT = re.compile(
     r"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z"
 )
 _PROVIDER_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/(?P<issuer>.+)\Z")
+_AWS_MANAGED = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/")
+_S3_ARN = re.compile(r"^arn:(?P<partition>aws[a-z-]*):s3:::(?P<bucket>[^/]+)(?P<key>/.*)?\Z")
 _WILDCARD = re.compile(r"[*?]")
 
 Document = dict[str, Any]
+_MISSING = object()
 
 
 # Reading what the engine hands over: proxies (Mapping/Sequence) that raise on unknown values
 
 
 def plain(value: Any) -> Any:
-    """Proxied values as plain dicts and lists (an unknown value raises, and the engine then
-    reports that the policy can't run during preview)."""
+    """Proxied values as plain dicts and lists (an unknown value raises UnknownValueError)."""
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping):
@@ -96,8 +135,27 @@ def plain(value: Any) -> Any:
     return value
 
 
+def known(read: Callable[[], Any], default: Any = _MISSING) -> Any:
+    """`read()` as plain values, or `default` (`_MISSING`) if any of it is unknown (preview)."""
+    try:
+        return plain(read())
+    except UnknownValueError:
+        return default
+
+
+def item(mapping: Any, key: str, default: Any = None, missing: Any = _MISSING) -> Any:
+    """`mapping.get(key, default)` as plain values, `missing` if it is unknown (preview)."""
+    return known(lambda: mapping.get(key, default), missing)
+
+
+def prop(resource: Any, key: str) -> Any:
+    """A property of a resource (validation args or a stack's resource), `_MISSING` if unknown."""
+    return known(lambda: resource.props.get(key))
+
+
 def document(value: Any) -> Document | None:
-    """An IAM document given as JSON text or as an object; None if it is neither."""
+    """An IAM document given as JSON text or as an object; None if it is neither (raises
+    UnknownValueError if it is not known yet)."""
     value = plain(value)
     if isinstance(value, str):
         try:
@@ -117,25 +175,35 @@ def statements(doc: Document) -> list[Document]:
     return [s for s in listed(doc.get("Statement")) if isinstance(s, dict)]
 
 
-def _of_type(args: StackValidationArgs, typ: str) -> list[PolicyResource]:
-    return [r for r in args.resources if r.resource_type == typ]
+def _of_type(args: StackValidationArgs, *types: str) -> list[PolicyResource]:
+    return [r for r in args.resources if r.resource_type in types]
 
 
-def _for_bucket(
-    args: StackValidationArgs, typ: str, bucket: PolicyResource
-) -> list[PolicyResource]:
-    """The resources of a type that name the bucket in their `bucket` (its id: its name)."""
-    name = bucket.props.get("bucket")
-    return [r for r in _of_type(args, typ) if r.props.get("bucket") == name]
+def _depends_on(resource: PolicyResource, key: str, other: PolicyResource) -> bool:
+    """Whether `resource`'s property `key` was computed from `other` (URNs: known at preview)."""
+    deps = (resource.property_dependencies or {}).get(key) or []
+    return any(dep.urn == other.urn for dep in deps)
 
 
-def _buckets(args: StackValidationArgs) -> Iterator[tuple[PolicyResource, str]]:
-    for bucket in _of_type(args, BUCKET):
-        yield bucket, str(bucket.props.get("bucket"))
+def _protects(child: PolicyResource, bucket: PolicyResource) -> bool:
+    """Whether `child` names `bucket` in its `bucket`: through the bucket's own output (a
+    property dependency, known at preview), or as a literal name equal to the bucket's."""
+    if _depends_on(child, "bucket", bucket):
+        return True
+    name, theirs = prop(child, "bucket"), prop(bucket, "bucket")
+    return isinstance(name, str) and bool(name) and name == theirs
+
+
+def _bucket_name(bucket: PolicyResource) -> str:
+    name = prop(bucket, "bucket")
+    return name if isinstance(name, str) and name else f"({bucket.name}, name not known yet)"
 
 
 def _stack_policy(
-    name: str, description: str, remediation: str
+    name: str,
+    description: str,
+    remediation: str,
+    config_schema: PolicyConfigSchema | None = None,
 ) -> Callable[[Callable[[StackValidationArgs, ReportViolation], None]], StackValidationPolicy]:
     def build(
         check: Callable[[StackValidationArgs, ReportViolation], None],
@@ -146,6 +214,7 @@ def _stack_policy(
             validate=check,
             enforcement_level=EnforcementLevel.MANDATORY,
             remediation_steps=remediation,
+            config_schema=config_schema,
         )
 
     return build
@@ -170,35 +239,43 @@ def _resource_policy(
     return build
 
 
-# The bucket
+# The bucket: each protection checked on its own resource
 
 
-@_stack_policy(
+@_resource_policy(
     "s3-bucket-owner-enforced",
-    "Every bucket has ObjectOwnership BucketOwnerEnforced (ACLs off) and no ACL",
+    "Ownership controls are BucketOwnerEnforced (ACLs off); no bucket sets an ACL or grants,"
+    " no BucketAcl exists",
     "Declare aws.s3.BucketOwnershipControls for the bucket with"
-    " rule={'object_ownership': 'BucketOwnerEnforced'} and remove any acl/grants or BucketAcl:"
-    " access is granted by IAM policies only.",
+    " rule={'object_ownership': 'BucketOwnerEnforced'} and remove any acl/grants on the bucket"
+    " and any BucketAcl/BucketAclV2: access is granted by IAM policies only.",
 )
-def bucket_owner_enforced(args: StackValidationArgs, report: ReportViolation) -> None:
-    for bucket, name in _buckets(args):
+def bucket_owner_enforced(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    typ = args.resource_type
+    if typ == OWNERSHIP:
+        rule = prop(args, "rule")
+        if rule is not _MISSING and (rule or {}).get("objectOwnership") != "BucketOwnerEnforced":
+            found = (rule or {}).get("objectOwnership")
+            report(
+                f"{args.name}: object ownership is {found!r}, not BucketOwnerEnforced: objects"
+                " written with an ACL could belong to another account",
+                None,
+            )
+    elif typ in BUCKETS:
         # AWS reports the owner's own grant on every bucket: only a canned ACL other than
         # private, or a grant to a group (AllUsers, AuthenticatedUsers), opens it.
-        acl = plain(bucket.props.get("acl"))
+        acl, grants = prop(args, "acl"), prop(args, "grants")
         groups = [
-            g for g in listed(plain(bucket.props.get("grants"))) if (g or {}).get("type") == "Group"
+            g
+            for g in listed(grants if grants is not _MISSING else None)
+            if isinstance(g, dict) and g.get("type") == "Group"
         ]
-        if acl not in (None, "", "private") or groups:
-            report(f"bucket {name} sets an ACL; remove acl/grants (ACLs are off)", bucket.urn)
-        for acl in _for_bucket(args, BUCKET_ACL, bucket):
-            report(f"bucket {name} has a BucketAcl; remove it (ACLs are off)", acl.urn)
-        rules = [plain(c.props.get("rule")) or {} for c in _for_bucket(args, OWNERSHIP, bucket)]
-        if not any(rule.get("objectOwnership") == "BucketOwnerEnforced" for rule in rules):
-            report(
-                f"bucket {name} has no BucketOwnershipControls with BucketOwnerEnforced:"
-                " objects written with an ACL could belong to another account",
-                bucket.urn,
-            )
+        if acl not in (None, "", "private", _MISSING) or groups:
+            report(f"bucket {args.name} sets an ACL; remove acl/grants (ACLs are off)", None)
+    elif typ in (BUCKET_ACL, BUCKET_ACL_V2):
+        acl = prop(args, "acl")
+        shown = f" ({acl})" if isinstance(acl, str) else ""
+        report(f"{args.name} is a bucket ACL{shown}; remove it (ACLs are off)", None)
 
 
 def _public_statements(doc: Document) -> list[Document]:
@@ -212,98 +289,161 @@ def _public_statements(doc: Document) -> list[Document]:
     return found
 
 
-@_stack_policy(
+def _policy_document(resource: Any) -> Document | object | None:
+    """The `policy` of a bucket policy or a bucket: a document, None (none, or not a
+    document), `_MISSING` (not known yet)."""
+    try:
+        value = resource.props.get("policy")
+        return None if value in (None, "") else document(value)
+    except UnknownValueError:
+        return _MISSING
+
+
+@_resource_policy(
     "s3-bucket-public-access-blocked",
-    "Every bucket has all four public-access-block flags true and no policy allowing anyone",
+    "Public access blocks have all four flags true; no bucket policy (nor a bucket's own"
+    " `policy`) allows anyone",
     "Declare aws.s3.BucketPublicAccessBlock for the bucket with block_public_acls,"
     " block_public_policy, ignore_public_acls and restrict_public_buckets all True, and remove"
-    " bucket policy statements that Allow Principal '*'. Serve packages through the app"
-    " (`satchel serve`), never from the bucket.",
+    " bucket policy statements (aws.s3.BucketPolicy, or `policy` on the bucket itself) that"
+    " Allow Principal '*'. Serve packages through the app (`satchel serve`), never from the"
+    " bucket.",
 )
-def bucket_public_access_blocked(args: StackValidationArgs, report: ReportViolation) -> None:
-    for bucket, name in _buckets(args):
-        blocks = _for_bucket(args, PUBLIC_ACCESS_BLOCK, bucket)
-        if not blocks:
-            report(f"bucket {name} has no BucketPublicAccessBlock", bucket.urn)
-        for block in blocks:
-            off = [flag for flag in PUBLIC_ACCESS_FLAGS if block.props.get(flag) is not True]
-            if off:
-                report(f"bucket {name}: public access block has {', '.join(off)} off", block.urn)
-        for policy in _for_bucket(args, BUCKET_POLICY, bucket):
-            doc = document(policy.props.get("policy")) or {}
+def bucket_public_access_blocked(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    typ = args.resource_type
+    if typ == PUBLIC_ACCESS_BLOCK:
+        off = [flag for flag in PUBLIC_ACCESS_FLAGS if prop(args, flag) not in (True, _MISSING)]
+        if off:
+            report(f"{args.name}: public access block has {', '.join(off)} off", None)
+    elif typ == BUCKET_POLICY or typ in BUCKETS:
+        doc = _policy_document(args)
+        if isinstance(doc, dict):
             for statement in _public_statements(doc):
                 sid = statement.get("Sid", "(no Sid)")
-                report(f"bucket {name}: policy statement {sid} allows anyone", policy.urn)
+                report(f"{args.name}: policy statement {sid} allows anyone", None)
 
 
-@_stack_policy(
+@_resource_policy(
     "s3-bucket-default-encryption",
-    "Every bucket encrypts by default (SSE-S3, or SSE-KMS with a key)",
+    "Default encryption is SSE-S3, or SSE-KMS with a key",
     "Declare aws.s3.BucketServerSideEncryptionConfiguration for the bucket with"
     " sse_algorithm 'AES256', or 'aws:kms' with kms_master_key_id (satchel:kmsKeyArn).",
 )
-def bucket_default_encryption(args: StackValidationArgs, report: ReportViolation) -> None:
-    for bucket, name in _buckets(args):
-        good = False
-        for config in _for_bucket(args, ENCRYPTION, bucket):
-            for rule in listed(plain(config.props.get("rules"))):
-                default = (rule or {}).get("applyServerSideEncryptionByDefault") or {}
-                algorithm = default.get("sseAlgorithm")
-                if algorithm == "AES256" or (
-                    algorithm in ("aws:kms", "aws:kms:dsse") and default.get("kmsMasterKeyId")
-                ):
-                    good = True
-        if not good:
-            report(f"bucket {name} has no default encryption", bucket.urn)
+def bucket_default_encryption(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in (ENCRYPTION, ENCRYPTION_V2):
+        return
+    rules = prop(args, "rules")
+    if rules is _MISSING:
+        return
+    for rule in listed(rules):
+        default = (rule or {}).get("applyServerSideEncryptionByDefault") or {}
+        algorithm = default.get("sseAlgorithm")
+        if algorithm == "AES256" or (
+            algorithm in ("aws:kms", "aws:kms:dsse") and default.get("kmsMasterKeyId")
+        ):
+            return
+    report(f"{args.name}: no rule encrypts with AES256, or with aws:kms and a key", None)
 
 
-@_stack_policy(
+@_resource_policy(
     "s3-bucket-versioning-enabled",
-    "Every bucket keeps object versions (an overwrite or delete can be undone)",
+    "Versioning is Enabled (an overwrite or delete can be undone)",
     "Set satchel:versioning true (aws.s3.BucketVersioning with status 'Enabled');"
     " noncurrentVersionExpirationDays bounds what old versions cost.",
 )
-def bucket_versioning_enabled(args: StackValidationArgs, report: ReportViolation) -> None:
-    for bucket, name in _buckets(args):
-        statuses = [
-            (plain(v.props.get("versioningConfiguration")) or {}).get("status")
-            for v in _for_bucket(args, VERSIONING, bucket)
-        ]
-        if "Enabled" not in statuses:
-            shown = ", ".join(str(s) for s in statuses) or "not configured"
-            report(f"bucket {name}: versioning is {shown}", bucket.urn)
+def bucket_versioning_enabled(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in (VERSIONING, VERSIONING_V2):
+        return
+    config = prop(args, "versioningConfiguration")
+    if config is _MISSING:
+        return
+    status = (config or {}).get("status")
+    if status != "Enabled":
+        report(f"{args.name}: versioning is {status or 'not configured'}", None)
 
 
-def _denies_plain_http(statement: Document, bucket_arn: str) -> bool:
+def _denies_plain_http(statement: Document) -> bool:
     condition = statement.get("Condition") or {}
     secure = (condition.get("Bool") or {}).get("aws:SecureTransport")
     principal = statement.get("Principal")
+    actions = set(listed(statement.get("Action")))
     return (
         statement.get("Effect") == "Deny"
         and (
             principal == "*"
             or (isinstance(principal, dict) and listed(principal.get("AWS")) == ["*"])
         )
-        and "s3:*" in listed(statement.get("Action"))
-        and {bucket_arn, f"{bucket_arn}/*"} <= set(listed(statement.get("Resource")))
+        and bool(actions & {"s3:*", "*"})
         and str(secure).lower() == "false"
     )
 
 
-@_stack_policy(
-    "s3-bucket-tls-only",
-    "Every bucket's policy denies any request without TLS",
-    "Attach an aws.s3.BucketPolicy with a statement: Effect Deny, Principal '*', Action 's3:*',"
-    " Resource [BUCKET_ARN, BUCKET_ARN/*], Condition {'Bool': {'aws:SecureTransport': 'false'}}.",
-)
-def bucket_tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
-    for bucket, name in _buckets(args):
-        arn = str(bucket.props.get("arn") or f"arn:aws:s3:::{name}")
-        docs = [
-            document(p.props.get("policy")) or {} for p in _for_bucket(args, BUCKET_POLICY, bucket)
+def tls_problems(doc: Document, bucket: str | None = None) -> list[str]:
+    """What a bucket policy leaves reachable without TLS: the union of its Deny statements
+    (Principal '*', Action 's3:*' or '*', aws:SecureTransport false) must cover the bucket and
+    its objects, for every bucket it names (and `bucket`, its own, when known)."""
+    covered: set[str] = set()
+    for statement in statements(doc):
+        if _denies_plain_http(statement):
+            covered.update(str(r) for r in listed(statement.get("Resource")))
+    arns: dict[str, str] = {}  # bucket name -> its ARN
+    for statement in statements(doc):
+        for resource in listed(statement.get("Resource")):
+            match = _S3_ARN.match(str(resource))
+            if match:
+                arns.setdefault(match["bucket"], f"arn:{match['partition']}:s3:::{match['bucket']}")
+    if bucket and bucket not in arns:
+        arns[bucket] = f"arn:aws:s3:::{bucket}"
+    if not arns:
+        return [] if covered else ["no statement denies requests without TLS"]
+    problems = []
+    for name, arn in sorted(arns.items()):
+        parts = {arn: "the bucket", f"{arn}/*": "its objects"}
+        missing = [
+            f"{r} ({what})" for r, what in parts.items() if r not in covered and "*" not in covered
         ]
-        if not any(_denies_plain_http(s, arn) for doc in docs for s in statements(doc)):
-            report(f"bucket {name}: no policy statement denies requests without TLS", bucket.urn)
+        if missing:
+            problems.append(f"bucket {name}: no Deny without TLS covers {' and '.join(missing)}")
+    return problems
+
+
+@_resource_policy(
+    "s3-bucket-tls-only",
+    "Every bucket policy denies any request without TLS, on the bucket and its objects",
+    "Attach an aws.s3.BucketPolicy with a statement (or statements) Effect Deny, Principal '*',"
+    " Action 's3:*', Resource [BUCKET_ARN, BUCKET_ARN/*], Condition {'Bool':"
+    " {'aws:SecureTransport': 'false'}}.",
+)
+def bucket_tls_only(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != BUCKET_POLICY and args.resource_type not in BUCKETS:
+        return
+    doc = _policy_document(args)
+    if doc is _MISSING or (doc is None and args.resource_type in BUCKETS):
+        return  # not known yet (checked at up), or no policy of its own (BucketPolicy's)
+    name = prop(args, "bucket")
+    for problem in tls_problems(
+        doc if isinstance(doc, dict) else {}, name if isinstance(name, str) else None
+    ):
+        report(f"{args.name}: {problem}", None)
+
+
+@_stack_policy(
+    "s3-bucket-protections-attached",
+    "Every bucket has its ownership controls, public access block, default encryption,"
+    " versioning and bucket policy (joined through the bucket's own output, known at preview)",
+    "Declare, for each aws.s3.Bucket/BucketV2, the resources named in the message with"
+    " bucket=the_bucket.id (infra/components/bucket.py SecureBucket declares all five).",
+)
+def bucket_protections_attached(args: StackValidationArgs, report: ReportViolation) -> None:
+    for bucket in _of_type(args, *BUCKETS):
+        for what, types, how in PROTECTIONS:
+            children = [r for r in _of_type(args, *types) if _protects(r, bucket)]
+            if not children and what == "a bucket policy":
+                # A policy set on the bucket itself counts (its content is checked on its own).
+                inline = _policy_document(bucket)
+                children = [bucket] if inline is _MISSING or isinstance(inline, dict) else []
+            if not children:
+                report(f"bucket {_bucket_name(bucket)} lacks {what}: declare {how}", bucket.urn)
 
 
 # The role's trust
@@ -368,6 +508,14 @@ def irsa_trust_problems(doc: Document) -> list[str]:
     return problems
 
 
+def _trust(resource: Any) -> Document | object | None:
+    """A role's trust document, None if it is none, `_MISSING` if not known yet."""
+    try:
+        return document(resource.props.get("assumeRolePolicy"))
+    except UnknownValueError:
+        return _MISSING
+
+
 @_resource_policy(
     "iam-role-irsa-trust",
     "A web-identity trust admits one OIDC provider, StringEquals on :sub (one service account)"
@@ -380,9 +528,11 @@ def irsa_trust_problems(doc: Document) -> list[str]:
 def iam_role_irsa_trust(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != ROLE:
         return
-    doc = document(args.props.get("assumeRolePolicy"))
-    if doc is None:
-        report("the trust policy is not an IAM policy document", None)
+    doc = _trust(args)
+    if doc is _MISSING:
+        return  # not known yet (a provider this stack creates): checked at up
+    if not isinstance(doc, dict):
+        report(f"role {args.name}: the trust policy is not an IAM policy document", None)
         return
     if _is_pod_identity(doc):
         args.not_applicable("an EKS Pod Identity trust (iam-role-pod-identity-trust)")
@@ -390,7 +540,11 @@ def iam_role_irsa_trust(args: ResourceValidationArgs, report: ReportViolation) -
         report(f"role {args.name}: {problem}", None)
 
 
-def pod_identity_trust_problems(doc: Document) -> list[str]:
+def pod_identity_trust_problems(
+    doc: Document, namespace: str | None = None, service_account: str | None = None
+) -> list[str]:
+    """What makes a Pod Identity trust broader than one service account; with `namespace` and
+    `service_account` (its association's), the session tags must name exactly them."""
     found = statements(doc)
     if len(found) != 1:
         return [f"the trust policy has {len(found)} statements; it must have exactly one"]
@@ -404,11 +558,17 @@ def pod_identity_trust_problems(doc: Document) -> list[str]:
         problems.append("the actions must be exactly sts:AssumeRole and sts:TagSession")
     condition = statement.get("Condition") or {}
     equals = condition.get("StringEquals") or {}
-    for key in (NAMESPACE_TAG, SERVICE_ACCOUNT_TAG):
-        if _exact(equals.get(key)) is None:
+    for key, expected in ((NAMESPACE_TAG, namespace), (SERVICE_ACCOUNT_TAG, service_account)):
+        value = _exact(equals.get(key))
+        if value is None:
             problems.append(
                 f"no StringEquals on {key} (found {equals.get(key)!r}): any Pod Identity"
                 " association naming this role would get its credentials"
+            )
+        elif expected is not None and value != expected:
+            problems.append(
+                f"{key} is {value!r}, but the association names {expected!r}: its pods would"
+                f" be refused, and pods of {value!r} admitted"
             )
     operators = sorted(set(condition) - {"StringEquals", "ArnEquals"})
     if operators:
@@ -428,15 +588,75 @@ def pod_identity_trust_problems(doc: Document) -> list[str]:
 def iam_role_pod_identity_trust(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != ROLE:
         return
-    doc = document(args.props.get("assumeRolePolicy"))
-    if doc is None or not _is_pod_identity(doc):
-        args.not_applicable("not an EKS Pod Identity trust")
+    doc = _trust(args)
+    if not isinstance(doc, dict) or not _is_pod_identity(doc):
+        args.not_applicable("not an EKS Pod Identity trust (or not known yet)")
         return
     for problem in pod_identity_trust_problems(doc):
         report(f"role {args.name}: {problem}", None)
 
 
-# The role's permissions
+@_stack_policy(
+    "iam-pod-identity-association-matches-trust",
+    "A Pod Identity association's role trusts exactly the association's namespace and service"
+    " account (the session tags EKS sets)",
+    "Render the role's trust with StringEquals aws:RequestTag/kubernetes-namespace = the"
+    " association's namespace and aws:RequestTag/kubernetes-service-account = its service"
+    " account (satchel:namespace, satchel:serviceAccount; infra/policies.py"
+    " pod_identity_trust_policy).",
+)
+def pod_identity_association_matches_trust(
+    args: StackValidationArgs, report: ReportViolation
+) -> None:
+    roles = _of_type(args, ROLE)
+    for association in _of_type(args, POD_IDENTITY_ASSOCIATION):
+        namespace = prop(association, "namespace")
+        account = prop(association, "serviceAccount")
+        arn = prop(association, "roleArn")
+        targets = [
+            r
+            for r in roles
+            if _depends_on(association, "roleArn", r)
+            or (isinstance(arn, str) and prop(r, "arn") == arn)
+        ]
+        for role in targets:
+            doc = _trust(role)
+            if not isinstance(doc, dict) or not _is_pod_identity(doc):
+                continue
+            ns = namespace if isinstance(namespace, str) else None
+            sa = account if isinstance(account, str) else None
+            for problem in pod_identity_trust_problems(doc, ns, sa):
+                if "the association names" in problem:
+                    report(f"role {role.name} ({association.name}): {problem}", association.urn)
+
+
+# The role's permissions: every document the role gets, inline or attached
+
+
+def _permission_documents(resource: Any) -> Iterator[tuple[str, Document | None]]:
+    """(label, document) of each permission document a resource declares, known ones only
+    (None: not a document)."""
+    typ = resource.resource_type
+    if typ in (IAM_POLICY, ROLE_POLICY):
+        try:
+            doc = document(resource.props.get("policy"))
+        except UnknownValueError:
+            return  # not known yet: checked at up
+        yield "", doc
+    elif typ == ROLE:
+        inline = prop(resource, "inlinePolicies")
+        if inline is _MISSING:
+            return
+        for index, entry in enumerate(listed(inline)):
+            if not isinstance(entry, dict) or entry.get("policy") in (None, ""):
+                continue  # an empty block: "manage no inline policies"
+            name = entry.get("name") or f"#{index}"
+            yield f"inline policy {name}: ", document(entry["policy"])
+
+
+def _policy_label(args: ResourceValidationArgs | PolicyResource) -> str:
+    typ = getattr(args, "resource_type", "")
+    return {ROLE: "role", ROLE_POLICY: "role policy"}.get(typ, "policy")
 
 
 def wildcard_problems(doc: Document) -> list[str]:
@@ -460,20 +680,47 @@ def wildcard_problems(doc: Document) -> list[str]:
 
 @_resource_policy(
     "iam-policy-no-wildcards",
-    "The app's IAM policies grant no `*` action and no `*` resource",
+    "The IAM policies (aws.iam.Policy, aws.iam.RolePolicy, a Role's inline_policies) grant no"
+    " `*` action and no `*` resource",
     "List each action the app needs (s3:GetObject, s3:PutObject, ...) on the bucket's ARN and"
     " its prefixes' ARNs (arn:aws:s3:::BUCKET/PREFIX/*); infra/policies.py permission_policy"
     " renders them.",
 )
 def iam_policy_no_wildcards(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type != IAM_POLICY:
-        return
-    doc = document(args.props.get("policy"))
-    if doc is None:
-        report("the policy is not an IAM policy document", None)
-        return
-    for problem in wildcard_problems(doc):
-        report(f"policy {args.name}: {problem}", None)
+    label = _policy_label(args)
+    for where, doc in _permission_documents(args):
+        if doc is None:
+            report(f"{label} {args.name}: {where}the policy is not an IAM policy document", None)
+            continue
+        for problem in wildcard_problems(doc):
+            report(f"{label} {args.name}: {where}{problem}", None)
+
+
+def _attached_arns(resource: Any) -> list[str]:
+    typ = resource.resource_type
+    if typ == ROLE:
+        value = prop(resource, "managedPolicyArns")
+    elif typ in (ROLE_POLICY_ATTACHMENT, POLICY_ATTACHMENT):
+        value = prop(resource, "policyArn")
+    elif typ == ROLE_POLICY_ATTACHMENTS_EXCLUSIVE:
+        value = prop(resource, "policyArns")
+    else:
+        return []
+    return [str(a) for a in listed(None if value is _MISSING else value) if isinstance(a, str)]
+
+
+@_resource_policy(
+    "iam-role-no-aws-managed-policies",
+    "No role gets an AWS-managed policy (arn:aws:iam::aws:policy/...): their grants are"
+    " account-wide (AmazonS3FullAccess is s3:* on *) and this pack cannot check them",
+    "Remove the AWS-managed policy from managed_policy_arns, RolePolicyAttachment,"
+    " PolicyAttachment or RolePolicyAttachmentsExclusive; grant what the app needs with an"
+    " aws.iam.Policy of this stack (infra/policies.py permission_policy), which this pack checks.",
+)
+def iam_role_no_aws_managed_policies(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    for arn in _attached_arns(args):
+        if _AWS_MANAGED.match(arn):
+            report(f"{args.name} attaches the AWS-managed policy {arn}", None)
 
 
 def scope_problems(doc: Document, bucket: str, prefixes: Sequence[str]) -> list[str]:
@@ -513,28 +760,83 @@ def scope_problems(doc: Document, bucket: str, prefixes: Sequence[str]) -> list[
     return problems
 
 
+def _scopes(args: StackValidationArgs) -> Iterable[tuple[str | None, list[str] | None, str]]:
+    """(bucket, prefixes, where they come from): the pack's config (`bucket`, `prefixes`), else
+    each ConfigMap holding the app's env; None for what is not known yet (preview)."""
+    config = args.get_config() or {}
+    if config.get("prefixes"):
+        bucket = config.get("bucket")
+        yield (str(bucket) if bucket else None), [str(p) for p in config["prefixes"]], "config"
+        return
+    for config_map in _of_type(args, CONFIG_MAP):
+        source = f"ConfigMap {config_map.name}"
+        try:
+            data = config_map.props.get("data")
+            if data is None or BUCKET_VAR not in data:
+                continue
+        except UnknownValueError:
+            # Its data is computed from unknowns (a generated bucket name): is it the app's
+            # env? Its bucket property dependency says so.
+            if any(r.resource_type in BUCKETS for r in _all_dependencies(config_map, "data")):
+                yield None, None, source
+            continue
+        bucket = item(data, BUCKET_VAR, missing=None)
+        values = [item(data, var, "", missing=None) for var in PREFIX_VARS]
+        prefixes = None if None in values else [str(value) for value in values]
+        yield (str(bucket) if bucket else None), prefixes, source
+
+
+def _all_dependencies(resource: PolicyResource, key: str) -> list[PolicyResource]:
+    return list((resource.property_dependencies or {}).get(key) or [])
+
+
 @_stack_policy(
     "iam-policy-scoped-to-prefixes",
     "Object actions only under the configured prefixes, s3:ListBucket only on the bucket",
     "Grant object actions on arn:aws:s3:::BUCKET/PREFIX/* for exactly the prefixes of the app's"
     " env (satchel:storagePrefix, artifactPrefix, mirrorMetaPrefix, mirrorDistPrefix; none"
-    " empty) and s3:ListBucket / s3:GetBucketLocation on arn:aws:s3:::BUCKET alone.",
+    " empty) and s3:ListBucket / s3:GetBucketLocation on arn:aws:s3:::BUCKET alone. A stack"
+    " without the app's ConfigMap (STORAGE_AWS_BUCKET) names them in the pack's config:"
+    ' {"iam-policy-scoped-to-prefixes": {"bucket": "BUCKET", "prefixes": ["p1", "p2"]}}.',
+    config_schema=PolicyConfigSchema(
+        properties={
+            "bucket": {"type": "string", "minLength": 3},
+            "prefixes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        }
+    ),
 )
 def iam_policy_scoped_to_prefixes(args: StackValidationArgs, report: ReportViolation) -> None:
-    envs = [plain(c.props.get("data")) or {} for c in _of_type(args, CONFIG_MAP)]
-    envs = [env for env in envs if BUCKET_VAR in env]
-    if not envs:
-        args.not_applicable("no ConfigMap with the app's env (STORAGE_AWS_BUCKET) in the stack")
-    for env in envs:
-        prefixes = [str(env.get(var, "")) for var in PREFIX_VARS]
-        for policy in _of_type(args, IAM_POLICY):
-            doc = document(policy.props.get("policy")) or {}
-            for problem in scope_problems(doc, str(env[BUCKET_VAR]), prefixes):
-                report(f"policy {policy.name}: {problem}", policy.urn)
-        for empty in [
-            var for var, prefix in zip(PREFIX_VARS, prefixes, strict=True) if not prefix.strip("/")
-        ]:
-            report(f"{empty} is empty: the app's storage would be the whole bucket", None)
+    scopes = list(_scopes(args))
+    if not scopes:
+        report(
+            "no ConfigMap holds the app's env (STORAGE_AWS_BUCKET) and the pack's config names"
+            " no prefixes: the IAM policies' scope cannot be checked. Set the pack's config"
+            ' {"iam-policy-scoped-to-prefixes": {"bucket": ..., "prefixes": [...]}}',
+            None,
+        )
+        return
+    documents = [
+        (resource, where, doc)
+        for resource in _of_type(args, IAM_POLICY, ROLE_POLICY, ROLE)
+        for where, doc in _permission_documents(resource)
+        if doc is not None
+    ]
+    for bucket, prefixes, source in scopes:
+        if prefixes is None:
+            continue  # not known yet: checked at up
+        empty = [p for p in prefixes if not p.strip("/")]
+        if empty:
+            report(
+                f"{source}: {len(empty)} of the app's prefixes are empty: the app's storage"
+                " would be the whole bucket",
+                None,
+            )
+        if bucket is None:
+            continue  # not known yet (a generated bucket name): checked at up
+        for resource, where, doc in documents:
+            for problem in scope_problems(doc, bucket, prefixes):
+                label = _policy_label(resource)
+                report(f"{label} {resource.name}: {where}{problem}", resource.urn)
 
 
 # The ServiceAccount
@@ -543,8 +845,8 @@ def iam_policy_scoped_to_prefixes(args: StackValidationArgs, report: ReportViola
 def _trust_subject(role: PolicyResource) -> str | None:
     """The one exact subject the role's trust names, if it names one (a wildcard or several
     are iam-role-irsa-trust's to report)."""
-    doc = document(role.props.get("assumeRolePolicy")) or {}
-    for statement in statements(doc):
+    doc = _trust(role)
+    for statement in statements(doc) if isinstance(doc, dict) else []:
         for operator in ("StringEquals", "StringLike"):
             for key, value in ((statement.get("Condition") or {}).get(operator) or {}).items():
                 if key.endswith(":sub"):
@@ -562,29 +864,48 @@ def _trust_subject(role: PolicyResource) -> str | None:
 )
 def service_account_role_annotated(args: StackValidationArgs, report: ReportViolation) -> None:
     associated = {
-        (str(a.props.get("namespace")), str(a.props.get("serviceAccount")))
+        (prop(a, "namespace"), prop(a, "serviceAccount"))
         for a in _of_type(args, POD_IDENTITY_ASSOCIATION)
     }
-    roles = {str(r.props.get("arn")): r for r in _of_type(args, ROLE)}
+    roles = _of_type(args, ROLE)
     for account in _of_type(args, SERVICE_ACCOUNT):
-        metadata = plain(account.props.get("metadata")) or {}
-        namespace, name = str(metadata.get("namespace", "default")), str(metadata.get("name"))
+        try:
+            metadata = account.props.get("metadata") or {}
+            namespace = item(metadata, "namespace", "default")
+            name = item(metadata, "name")
+            annotations = metadata.get("annotations") or {}
+            has_annotation = IRSA_ANNOTATION in annotations
+        except UnknownValueError:
+            continue  # its metadata is not known yet: checked at up
         if (namespace, name) in associated:
             continue
-        arn = (metadata.get("annotations") or {}).get(IRSA_ANNOTATION)
+        shown = f"{namespace}/{name}"
+        if not has_annotation:
+            report(f"ServiceAccount {shown} has no {IRSA_ANNOTATION}", account.urn)
+            continue
+        arn = item(annotations, IRSA_ANNOTATION)
+        if arn is _MISSING:
+            # Not known yet: the roles it was computed from (URNs, known at preview).
+            targets = [r for r in roles if _depends_on(account, "metadata", r)]
+            if not targets:
+                report(
+                    f"ServiceAccount {shown}: {IRSA_ANNOTATION} names no role of this stack",
+                    account.urn,
+                )
+                continue
+        else:
+            targets = [r for r in roles if prop(r, "arn") == arn]
+            if not arn or not targets:
+                report(f"ServiceAccount {shown}: {arn} is no role of this stack", account.urn)
+                continue
         subject = f"system:serviceaccount:{namespace}:{name}"
-        if not arn:
-            report(f"ServiceAccount {namespace}/{name} has no {IRSA_ANNOTATION}", account.urn)
-        elif arn not in roles:
-            report(
-                f"ServiceAccount {namespace}/{name}: {arn} is no role of this stack", account.urn
-            )
-        elif _trust_subject(roles[arn]) not in (None, subject):
-            report(
-                f"ServiceAccount {namespace}/{name}: role {arn} trusts"
-                f" {_trust_subject(roles[arn])!r}, not {subject}",
-                account.urn,
-            )
+        for role in targets:
+            trusted = _trust_subject(role)
+            if trusted not in (None, subject):
+                report(
+                    f"ServiceAccount {shown}: role {role.name} trusts {trusted!r}, not {subject}",
+                    account.urn,
+                )
 
 
 POLICIES = [
@@ -593,9 +914,12 @@ POLICIES = [
     bucket_default_encryption,
     bucket_versioning_enabled,
     bucket_tls_only,
+    bucket_protections_attached,
     iam_role_irsa_trust,
     iam_role_pod_identity_trust,
+    pod_identity_association_matches_trust,
     iam_policy_no_wildcards,
+    iam_role_no_aws_managed_policies,
     iam_policy_scoped_to_prefixes,
     service_account_role_annotated,
 ]

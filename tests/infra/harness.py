@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 import yaml
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # pulumi_aws's *V2 classes
@@ -51,6 +51,10 @@ class Options:
     deleted_with: str = ""  # name of the resource it is deleted with, if any
     secret_inputs: frozenset[str] = frozenset()  # top-level inputs sent as secrets
     secret_values: tuple[tuple[str, Any], ...] = ()  # their values, unwrapped
+    urn: str = ""
+    parent: str = ""  # the parent's URN
+    property_dependencies: tuple[tuple[str, tuple[str, ...]], ...] = ()  # property -> URNs
+    raw_inputs: dict[str, Any] = field(default_factory=dict)  # as sent: unknowns, secrets
 
 
 @dataclass
@@ -92,9 +96,15 @@ def _secret_inputs(obj: struct_pb2.Struct) -> frozenset[str]:
     )
 
 
-def _options(request: Any) -> Options:
+def _options(request: Any, urn: str = "") -> Options:
     secret = _secret_inputs(request.object)
     return Options(
+        urn=urn,
+        parent=request.parent,
+        property_dependencies=tuple(
+            (key, tuple(deps.urns)) for key, deps in sorted(request.propertyDependencies.items())
+        ),
+        raw_inputs=json_format.MessageToDict(request.object),
         dependencies=tuple(_name_of(urn) for urn in request.dependencies),
         protect=bool(request.protect),
         retain_on_delete=bool(request.retainOnDelete),
@@ -107,11 +117,20 @@ def _options(request: Any) -> Options:
     )
 
 
+# What the engine sends for a value not known yet (`pulumi preview`).
+UNKNOWN = rpc.UNKNOWN
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """`oidc_providers`: url -> provider (arn, clientIdLists, tags), as IAM lists them;
-    `addons`: the cluster's EKS add-ons by name."""
+    `addons`: the cluster's EKS add-ons by name.
 
-    def __init__(self) -> None:
+    `preview`: as `pulumi preview` of a new stack: no resource has an id yet, what AWS
+    computes (ARNs, a generated bucket name) is unknown, and the recorded inputs and outputs
+    carry the engine's unknown sentinel wherever a value depends on one."""
+
+    def __init__(self, *, preview: bool = False) -> None:
+        self.preview = preview
         self.resources: list[Resource] = []
         self.calls: list[str] = []
         self.call_args: dict[str, dict[str, Any]] = {}
@@ -124,8 +143,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         if any(r.name == args.name and r.type == args.typ for r in self.resources):
             raise AssertionError(f"duplicate resource name {args.typ} {args.name}")
-        outputs = {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
         options = self.pending.pop((args.typ, args.name), Options())
+        if self.preview:
+            computed = _computed_at_preview(args.typ, args.name, args.inputs)
+            self.resources.append(
+                Resource(
+                    args.typ,
+                    args.name,
+                    options.raw_inputs,
+                    {**options.raw_inputs, **computed},
+                    options,
+                )
+            )
+            return "", {**args.inputs, **computed}
+        outputs = {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
         # The mocks hand a provider's secret inputs over as the text of the wrapper: unwrap.
         inputs = {**args.inputs, **dict(options.secret_values)}
         self.resources.append(Resource(args.typ, args.name, inputs, outputs, options))
@@ -199,6 +230,17 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _computed_at_preview(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What a preview of a new stack knows of `_computed`: a configured bucket name and
+    auto-names (assigned before the preview), never an ARN nor a generated bucket name."""
+    if typ == "aws:s3/bucket:Bucket":
+        return {"bucket": inputs.get("bucket") or UNKNOWN, "arn": UNKNOWN}
+    return {
+        key: value if key in ("name", "metadata") else UNKNOWN
+        for key, value in _computed(typ, name, inputs).items()
+    }
+
+
 @dataclass
 class ProgramRun:
     mocks: RecordingMocks
@@ -266,14 +308,15 @@ def run_program(
     run = ProgramRun(mocks)
     exported: dict[str, Any] = {}
     pulumi.runtime.set_all_config(flatten(config), list(secret_keys))
-    pulumi.runtime.set_mocks(mocks, project="satchel", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(mocks, project="satchel", stack=stack, preview=mocks.preview)
     original_export = pulumi.export
     pulumi.export = lambda name, value: exported.__setitem__(name, value)  # type: ignore[assignment]
     original_register = pulumi_mocks.MockMonitor.RegisterResource
 
     def register(monitor: Any, request: Any) -> Any:
         if request.type != "pulumi:pulumi:Stack":
-            mocks.pending[(request.type, request.name)] = _options(request)
+            urn = monitor.make_urn(request.parent, request.type, request.name)
+            mocks.pending[(request.type, request.name)] = _options(request, urn)
         return original_register(monitor, request)
 
     pulumi_mocks.MockMonitor.RegisterResource = register  # type: ignore[method-assign]

@@ -28,7 +28,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.policy import _NotApplicableError
-from pulumi_policy.proxy import unknown_checking_proxy
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 import infra.components.bucket
 import infra.components.identity
@@ -51,7 +51,7 @@ def _engine_props(values: dict[str, Any]) -> Any:
 
 
 def _urn(resource: Resource) -> str:
-    return f"urn:pulumi:dev::satchel::{resource.type}::{resource.name}"
+    return resource.options.urn or f"urn:pulumi:dev::satchel::{resource.type}::{resource.name}"
 
 
 def _options(resource: Resource) -> PolicyResourceOptions:
@@ -83,23 +83,31 @@ def violations(run: ProgramRun) -> dict[str, list[str]]:
                     policy.validate(args, report)
         else:
             assert isinstance(policy, StackValidationPolicy)
-            resources = [
-                PolicyResource(
-                    r.type,
-                    _engine_props(r.outputs),
-                    _urn(r),
-                    r.name,
-                    _options(r),
-                    None,
-                    None,
-                    [],
-                    {},
-                )
-                for r in run.mocks.resources
-            ]
             with contextlib.suppress(_NotApplicableError):
-                policy.validate(StackValidationArgs(resources), report)
+                policy.validate(StackValidationArgs(_stack_resources(run)), report)
     return found
+
+
+def _stack_resources(run: ProgramRun) -> list[PolicyResource]:
+    """The stack's resources as the analyzer hands them over: outputs, with the parent and
+    the property dependencies resolved to the resources they name (by URN)."""
+    resources = {
+        _urn(r): PolicyResource(
+            r.type, _engine_props(r.outputs), _urn(r), r.name, _options(r), None, None, [], {}
+        )
+        for r in run.mocks.resources
+    }
+    for r in run.mocks.resources:
+        resource = resources[_urn(r)]
+        resource.parent = resources.get(r.options.parent)
+        resource.property_dependencies = {
+            key: [resources[urn] for urn in urns if urn in resources]
+            for key, urns in r.options.property_dependencies
+        }
+        resource.dependencies = [
+            d for deps in resource.property_dependencies.values() for d in deps
+        ]
+    return list(resources.values())
 
 
 def test_the_pack_holds_every_promised_policy_each_mandatory_with_a_remediation() -> None:
@@ -109,12 +117,24 @@ def test_the_pack_holds_every_promised_policy_each_mandatory_with_a_remediation(
         "s3-bucket-default-encryption",
         "s3-bucket-versioning-enabled",
         "s3-bucket-tls-only",
+        "s3-bucket-protections-attached",
         "iam-role-irsa-trust",
         "iam-role-pod-identity-trust",
+        "iam-pod-identity-association-matches-trust",
         "iam-policy-no-wildcards",
+        "iam-role-no-aws-managed-policies",
         "iam-policy-scoped-to-prefixes",
         "k8s-service-account-role-annotated",
     ]
+    # Only the joins look at the whole stack; everything else is checked resource by resource
+    # (a stack policy reading one unknown value is dropped whole at preview).
+    stack_wide = {p.name for p in guardrails.POLICIES if isinstance(p, StackValidationPolicy)}
+    assert stack_wide == {
+        "s3-bucket-protections-attached",
+        "iam-pod-identity-association-matches-trust",
+        "iam-policy-scoped-to-prefixes",
+        "k8s-service-account-role-annotated",
+    }
     for policy in guardrails.POLICIES:
         assert policy.enforcement_level is not None
         assert policy.enforcement_level.value == "mandatory", policy.name
@@ -395,13 +415,317 @@ def test_the_rendered_permission_policy_is_in_scope() -> None:
     assert guardrails.wildcard_problems(document) == []
 
 
-def test_an_unknown_value_stops_a_policy_the_way_preview_reports_it() -> None:
-    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
+def test_an_unknown_value_skips_that_resource_alone() -> None:
+    """At preview an unknown trust is left to `up` for that role; another role, known, is
+    still checked (the SDK would drop the whole policy on an uncaught unknown)."""
+    unknown = ResourceValidationArgs(
+        guardrails.ROLE,
+        unknown_checking_proxy({"assumeRolePolicy": UNKNOWN_STRING_VALUE}),
+        "urn",
+        "role",
+        None,  # type: ignore[arg-type]
+        None,
+    )
+    found: list[str] = []
+    guardrails.iam_role_irsa_trust.validate(
+        unknown, lambda message, urn=None: found.append(message)
+    )
+    assert found == []
+    broad = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:*"}]}
+    known = ResourceValidationArgs(
+        guardrails.ROLE,
+        unknown_checking_proxy({"assumeRolePolicy": json.dumps(broad)}),
+        "urn",
+        "other",
+        None,  # type: ignore[arg-type]
+        None,
+    )
+    guardrails.iam_role_irsa_trust.validate(known, lambda message, urn=None: found.append(message))
+    assert found and "neither web identity" in found[0]
 
-    props = unknown_checking_proxy({"assumeRolePolicy": UNKNOWN_STRING_VALUE})
-    args = ResourceValidationArgs(guardrails.ROLE, props, "urn", "role", None, None)  # type: ignore[arg-type]
+
+# `pulumi preview` of a new stack: no ids, no ARNs, nothing computed from them
+
+
+def _preview(config: dict[str, Any]) -> ProgramRun:
+    return run_program(config, mocks=RecordingMocks(preview=True))
+
+
+def test_a_preview_run_carries_the_unknowns_the_engine_sends() -> None:
+    run = _preview(_with())
+    bucket = run.one(guardrails.BUCKET)
+    assert bucket.outputs["arn"] == UNKNOWN_STRING_VALUE
+    assert run.one(guardrails.BUCKET_POLICY).inputs["bucket"] == UNKNOWN_STRING_VALUE
+    assert run.one(guardrails.ROLE).outputs["arn"] == UNKNOWN_STRING_VALUE
+    annotations = run.one(guardrails.SERVICE_ACCOUNT).inputs["metadata"]["annotations"]
+    assert annotations[infra.components.kubernetes.IRSA_ANNOTATION] == UNKNOWN_STRING_VALUE
+    # What the SDK would refuse to read: a stack-wide join through `bucket` cannot run.
     with pytest.raises(UnknownValueError):
-        guardrails.iam_role_irsa_trust.validate(args, lambda message, urn=None: None)
+        _ = _engine_props(run.one(guardrails.VERSIONING).inputs)["bucket"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="dev"),
+        pytest.param({"identityMode": "pod-identity"}, id="pod-identity"),
+        pytest.param({"deployApp": True, "appImage": "registry.example/satchel:1"}, id="app"),
+        pytest.param({"bucketName": None}, id="generated-bucket"),
+    ],
+)
+def test_the_program_as_configured_passes_every_policy_at_preview(changes: dict[str, Any]) -> None:
+    assert violations(_preview(_with(**changes))) == {}
+
+
+@pytest.mark.parametrize(("patch", "changes", "policy"), BROKEN)
+def test_each_broken_configuration_fails_its_policy_already_at_preview(
+    patch: Callable[[pytest.MonkeyPatch], None] | None,
+    changes: dict[str, Any],
+    policy: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if patch is not None:
+        patch(monkeypatch)
+    found = violations(_preview(_with(**changes)))
+    assert set(found) == {policy}, found
+
+
+# Bypasses: what a fork could add beside the program's own resources
+
+
+def _after(monkeypatch: pytest.MonkeyPatch, component: Any, add: Callable[[Any], None]) -> None:
+    """Declare more resources once `component` (AppIdentity, SecureBucket) is built."""
+    original = component.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        add(self)
+
+    monkeypatch.setattr(component, "__init__", init)
+
+
+S3_STAR = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+)
+S3_FULL_ACCESS = "arn:aws:iam::aws:policy/AmazonS3FullAccess"
+
+
+def _role_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    _after(
+        monkeypatch,
+        infra.components.identity.AppIdentity,
+        lambda self: aws.iam.RolePolicy("fork-inline", role=self.role.name, policy=S3_STAR),
+    )
+
+
+def _role_with(**extra: Any) -> Callable[[pytest.MonkeyPatch], None]:
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        _wrap(
+            monkeypatch,
+            aws.iam,
+            "Role",
+            lambda original, name, **kw: original(name, **{**kw, **extra}),
+        )
+
+    return patch
+
+
+def _attached_managed_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    _after(
+        monkeypatch,
+        infra.components.identity.AppIdentity,
+        lambda self: aws.iam.RolePolicyAttachment(
+            "fork-s3-full", role=self.role.name, policy_arn=S3_FULL_ACCESS
+        ),
+    )
+
+
+def _bucket_v2(monkeypatch: pytest.MonkeyPatch) -> None:
+    _after(
+        monkeypatch,
+        infra.components.bucket.SecureBucket,
+        lambda self: aws.s3.BucketV2("fork-bucket", bucket="fork-bucket-example"),
+    )
+
+
+def _public_acl_v2(monkeypatch: pytest.MonkeyPatch) -> None:
+    _after(
+        monkeypatch,
+        infra.components.bucket.SecureBucket,
+        lambda self: aws.s3.BucketAclV2("fork-acl", bucket=self.bucket.id, acl="public-read"),
+    )
+
+
+def _public_policy_on_the_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = _with()["satchel:bucketName"]
+    policy = infra.components.bucket.tls_only_policy(f"arn:aws:s3:::{name}")
+    policy["Statement"].append(
+        {
+            "Sid": "PublicRead",
+            "Effect": "Allow",
+            "Principal": {"AWS": "*"},
+            "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{name}/*",
+        }
+    )
+    _wrap(
+        monkeypatch,
+        aws.s3,
+        "Bucket",
+        lambda original, res, **kw: original(res, **{**kw, "policy": json.dumps(policy)}),
+    )
+
+
+BYPASSES = [
+    pytest.param(_role_policy, "iam-policy-no-wildcards", id="role-policy-s3-star"),
+    pytest.param(
+        _role_with(inline_policies=[{"name": "fork", "policy": S3_STAR}]),
+        "iam-policy-no-wildcards",
+        id="role-inline-policies",
+    ),
+    pytest.param(
+        _role_with(managed_policy_arns=[S3_FULL_ACCESS]),
+        "iam-role-no-aws-managed-policies",
+        id="role-managed-policy-arns",
+    ),
+    pytest.param(
+        _attached_managed_policy,
+        "iam-role-no-aws-managed-policies",
+        id="attached-aws-managed-policy",
+    ),
+    pytest.param(_bucket_v2, "s3-bucket-protections-attached", id="unprotected-bucket-v2"),
+    pytest.param(_public_acl_v2, "s3-bucket-owner-enforced", id="bucket-acl-v2-public-read"),
+    pytest.param(
+        _public_policy_on_the_bucket, "s3-bucket-public-access-blocked", id="public-bucket-policy"
+    ),
+]
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["up", "preview"])
+@pytest.mark.parametrize(("patch", "policy"), BYPASSES)
+def test_each_bypass_fails_the_policy_meant_to_catch_it(
+    patch: Callable[[pytest.MonkeyPatch], None],
+    policy: str,
+    preview: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    patch(monkeypatch)
+    found = violations(run_program(_with(), mocks=RecordingMocks(preview=preview)))
+    assert set(found) == {policy}, found
+
+
+def test_an_unprotected_bucket_v2_is_told_each_missing_protection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = _messages(_bucket_v2, monkeypatch)
+    for what, _, how in guardrails.PROTECTIONS:
+        assert f"bucket fork-bucket-example lacks {what}: declare {how}" in message
+    assert "bucket packeton" not in message  # the program's own bucket has all five
+
+
+# The prefixes without the app's ConfigMap
+
+
+def test_the_scope_check_fails_without_prefixes_rather_than_switching_itself_off() -> None:
+    resources = [
+        r
+        for r in _stack_resources(run_program(_with()))
+        if r.resource_type != "kubernetes:core/v1:ConfigMap"
+    ]
+    found: list[str] = []
+    guardrails.iam_policy_scoped_to_prefixes.validate(
+        StackValidationArgs(resources), lambda message, urn=None: found.append(message)
+    )
+    assert len(found) == 1 and "pack's config" in found[0], found
+    assert "prefixes" in (guardrails.iam_policy_scoped_to_prefixes.remediation_steps or "")
+
+
+def test_the_scope_check_reads_the_prefixes_from_the_packs_config() -> None:
+    run = run_program(_with())
+    resources = [
+        r for r in _stack_resources(run) if r.resource_type != "kubernetes:core/v1:ConfigMap"
+    ]
+    bucket = run.outputs["bucketName"]
+    env = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]
+    prefixes = [env[var] for var in guardrails.PREFIX_VARS]
+
+    def check(config: dict[str, Any]) -> list[str]:
+        found: list[str] = []
+        guardrails.iam_policy_scoped_to_prefixes.validate(
+            StackValidationArgs(resources, config), lambda message, urn=None: found.append(message)
+        )
+        return found
+
+    assert check({"bucket": bucket, "prefixes": prefixes}) == []
+    narrower = check({"bucket": bucket, "prefixes": prefixes[:1]})
+    assert narrower and all("not under the configured prefixes" in m for m in narrower)
+
+
+# TLS-only: the union of the Deny statements
+
+
+def _deny(resources: list[str], action: str = "s3:*") -> dict[str, Any]:
+    return {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": action,
+        "Resource": resources,
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+ARN = "arn:aws:s3:::b"
+
+
+@pytest.mark.parametrize(
+    "denies",
+    [
+        pytest.param([_deny([ARN, f"{ARN}/*"])], id="one-statement"),
+        pytest.param([_deny([ARN]), _deny([f"{ARN}/*"])], id="bucket-and-objects-apart"),
+        pytest.param([_deny([ARN, f"{ARN}/*"], action="*")], id="action-star"),
+    ],
+)
+def test_the_tls_check_accepts_the_union_of_deny_statements(denies: list[Any]) -> None:
+    assert guardrails.tls_problems({"Statement": denies}, "b") == []
+
+
+def test_the_tls_check_names_what_is_left_without_tls() -> None:
+    (problem,) = guardrails.tls_problems({"Statement": [_deny([ARN])]}, "b")
+    assert f"{ARN}/* (its objects)" in problem
+    (problem,) = guardrails.tls_problems({"Statement": [_deny([f"{ARN}/*"])]}, "b")
+    assert f"{ARN} (the bucket)" in problem
+    (problem,) = guardrails.tls_problems({"Statement": []}, "b")
+    assert "the bucket" in problem and "its objects" in problem
+
+
+# Pod Identity: the session tags name the association's namespace and service account
+
+
+def test_the_pod_identity_trust_must_name_the_associations_namespace_and_account() -> None:
+    document = infra.policies.pod_identity_trust_policy("packeton", "packeton")
+    assert guardrails.pod_identity_trust_problems(document, "packeton", "packeton") == []
+    problems = guardrails.pod_identity_trust_problems(document, "packeton", "other")
+    assert len(problems) == 1 and "the association names 'other'" in problems[0]
+
+
+def _trust_for_another_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    _wrap(
+        monkeypatch,
+        infra.components.identity,
+        "pod_identity_trust_policy",
+        lambda original, namespace, account: original("elsewhere", account),
+    )
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["up", "preview"])
+def test_a_pod_identity_trust_for_another_namespace_fails_the_association_check(
+    preview: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _trust_for_another_namespace(monkeypatch)
+    run = run_program(_with(identityMode="pod-identity"), mocks=RecordingMocks(preview=preview))
+    found = violations(run)
+    assert set(found) == {"iam-pod-identity-association-matches-trust"}, found
+    assert "'elsewhere'" in found["iam-pod-identity-association-matches-trust"][0]
 
 
 @pytest.fixture
