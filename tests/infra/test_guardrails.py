@@ -771,3 +771,20 @@ def test_the_entry_point_serves_the_pack_without_this_repository_on_the_path(
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_the_readme_lists_every_policy_with_what_it_checks_and_the_real_counts() -> None:
+    from infra.config import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    rows = dict(
+        (line.split("|")[1].strip().strip("`"), line.split("|")[2].strip())
+        for line in text.splitlines()
+        if line.startswith("| `") and line.split("|")[1].strip().strip("`") in POLICY_NAMES
+    )
+    assert list(rows) == POLICY_NAMES
+    for policy in guardrails.POLICIES:
+        stack_wide = isinstance(policy, StackValidationPolicy)
+        assert rows[policy.name] == ("the stack (join)" if stack_wide else "each resource")
+    assert f"{len(BROKEN)} broken programs or stacks, {len(BYPASSES)} bypasses" in text
+    assert "ten broken" not in text
