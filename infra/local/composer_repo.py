@@ -3,10 +3,16 @@
 Packages have real zip dists with correct SHA-1 shasums; p2 files come in the minified form
 packagist.org uses. The server counts requests, honours If-Modified-Since / If-None-Match,
 can fail on purpose, and stops and restarts on the same port.
+
+`packagist_repo()` is shaped like repo.packagist.org: p2 files gzip-encoded to clients that
+accept it, security advisories (in the p2 files, `metadata: true`, and from an API that
+takes Composer's POST and the GET form), and a changes feed (`/metadata/changes.json?since=`,
+timestamps in 1/10000 s, `update` / `delete` actions, `resync` for a `since` too old).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from infra.local.ports import free_port
 
@@ -69,6 +76,15 @@ class ComposerRepo:
     requests: Counter[str] = field(default_factory=Counter)
     conditional: list[tuple[str, str | None]] = field(default_factory=list)  # (path, IMS)
     fail_with: int | None = None  # answer every request with this status
+    gzip: bool = False  # p2 files gzip-encoded to clients that accept it
+    advisories_api: bool = False  # advertise and serve /api/security-advisories/
+    advisories_in_metadata: bool = False  # p2 files carry `security-advisories` (metadata)
+    changes_feed: bool = False  # advertise and serve /metadata/changes.json
+    feed_horizon: float = 3600.0  # a `since` older than this gets a resync
+    advisories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    changes: list[tuple[int, str, str]] = field(default_factory=list)  # (timestamp, type, name)
+    advisory_queries: list[list[str]] = field(default_factory=list)  # names per API request
+    keep_alive: bool = False  # HTTP/1.1 keep-alive (faster for many requests)
     _modified: dict[str, float] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,7 +103,39 @@ class ComposerRepo:
             # Whole seconds, strictly increasing: If-Modified-Since must see every change.
             last = self._modified.get(name, 0.0)
             self._modified[name] = max(float(int(time.time())), last + 1)
+            self.changes.append((feed_timestamp(), "update", name))
         return release
+
+    def remove(self, name: str) -> None:
+        """The package is gone (a `delete` action in the feed)."""
+        with self._lock:
+            self.releases.pop(name, None)
+            self._modified.pop(name, None)
+            self.changes.append((feed_timestamp(), "delete", name))
+
+    def add_advisory(self, name: str, affected: str, title: str = "") -> dict[str, Any]:
+        """A full advisory, in packagist's API shape."""
+        number = sum(len(v) for v in self.advisories.values()) + 1
+        advisory = {
+            "advisoryId": f"PKSA-test-{number:04d}",
+            "packageName": name,
+            "remoteId": f"test-{number}",
+            "title": title or f"Test advisory {number} for {name}",
+            "link": f"https://example.invalid/advisories/{number}",
+            "cve": f"CVE-2099-{number:04d}",
+            "affectedVersions": affected,
+            "source": "test",
+            "reportedAt": "2024-01-02 03:04:05",
+            "composerRepository": "https://packagist.org",
+            "severity": "high",
+            "sources": [{"name": "test", "remoteId": f"test-{number}"}],
+        }
+        with self._lock:
+            self.advisories.setdefault(name, []).append(advisory)
+            last = self._modified.get(name, 0.0)
+            if name in self._modified:
+                self._modified[name] = max(float(int(time.time())), last + 1)
+        return advisory
 
     def release(self, name: str, version: str) -> Release:
         return next(r for r in self.releases[name] if r.version == version)
@@ -110,13 +158,48 @@ class ComposerRepo:
             }
             for r in reversed(self.releases[name])  # newest first, as packagist does
         ]
-        return {"packages": {name: minify(versions)}, "minified": "composer/2.0"}
+        document: dict[str, Any] = {"packages": {name: minify(versions)}}
+        document["minified"] = "composer/2.0"
+        if self.advisories_in_metadata:
+            document["security-advisories"] = [
+                {"advisoryId": a["advisoryId"], "affectedVersions": a["affectedVersions"]}
+                for a in self.advisories.get(name, [])
+            ]
+        return document
 
     def root_document(self) -> dict[str, Any]:
         root: dict[str, Any] = {"packages": [], "metadata-url": "/p2/%package%.json"}
         if self.available_packages is not None:
             root["available-packages"] = self.available_packages
+        if self.advisories_api or self.advisories_in_metadata:
+            advisories: dict[str, Any] = {"metadata": self.advisories_in_metadata}
+            if self.advisories_api:
+                advisories["api-url"] = f"{self.url}/api/security-advisories/"
+            root["security-advisories"] = advisories
+        if self.changes_feed:
+            root["metadata-changes-url"] = f"{self.url}/metadata/changes.json"
         return root
+
+    def feed(self, since: int | None) -> tuple[int, dict[str, Any]]:
+        """Packagist's answer to /metadata/changes.json?since=`since`."""
+        now = feed_timestamp()
+        if since is None:
+            message = "Invalid or missing since query parameter"
+            return 400, {"error": message, "timestamp": now}
+        if since < now - int(self.feed_horizon * 10000):
+            resync = {"type": "resync", "package": "*", "time": now // 10000}
+            return 200, {"actions": [resync], "timestamp": now}
+        actions = [
+            {"type": kind, "package": name, "time": stamp // 10000}
+            for stamp, kind, name in self.changes
+            if stamp >= since
+        ]
+        return 200, {"actions": actions, "timestamp": now}
+
+    def advisories_for(self, names: list[str]) -> dict[str, Any]:
+        with self._lock:
+            self.advisory_queries.append(names)
+        return {"advisories": {n: self.advisories.get(n, []) for n in names if n}}
 
     # -- the server ----------------------------------------------------------------------
 
@@ -124,7 +207,12 @@ class ComposerRepo:
         repo = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if repo.keep_alive else "HTTP/1.0"
+
             def do_GET(self) -> None:
+                repo._serve(self)
+
+            def do_POST(self) -> None:
                 repo._serve(self)
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -143,7 +231,7 @@ class ComposerRepo:
             self._server = None
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        path = handler.path.split("?")[0]
+        path, _, query = handler.path.partition("?")
         with self._lock:
             self.requests[path] += 1
             since = handler.headers.get("If-Modified-Since")
@@ -153,6 +241,18 @@ class ComposerRepo:
             return self._send(handler, self.fail_with, b"failing on purpose")
         if path == "/packages.json":
             return self._send(handler, 200, json.dumps(self.root_document()).encode())
+        if path == "/metadata/changes.json" and self.changes_feed:
+            since = parse_qs(query).get("since", [""])[0]
+            status, answer = self.feed(int(since) if since.isdigit() else None)
+            return self._send(handler, status, json.dumps(answer).encode())
+        if path == "/api/security-advisories/" and self.advisories_api:
+            form = parse_qs(query)
+            if handler.command == "POST":
+                length = int(handler.headers.get("Content-Length") or 0)
+                form = parse_qs(handler.rfile.read(length).decode())
+            names = form.get("packages[]", []) + form.get("packages", [])
+            body = json.dumps(self.advisories_for(names)).encode()
+            return self._send(handler, 200, body)
         if path.startswith("/p2/") and path.endswith(".json"):
             name = path[len("/p2/") : -len(".json")]
             if name.endswith("~dev") or name not in self.releases:
@@ -161,8 +261,13 @@ class ComposerRepo:
             etag = f'"{name}-{modified:.0f}"'
             if _not_modified(handler, etag, modified):
                 return self._send(handler, 304, b"", etag=etag, modified=modified)
-            body = json.dumps(self.p2_document(name)).encode()
-            return self._send(handler, 200, body, etag=etag, modified=modified)
+            body = json.dumps(self.p2_document(name), separators=(",", ":")).encode()
+            accepts = "gzip" in (handler.headers.get("Accept-Encoding") or "")
+            if self.gzip and accepts:
+                body, encoding = gzip.compress(body), "gzip"
+            else:
+                encoding = None
+            return self._send(handler, 200, body, etag=etag, modified=modified, encoding=encoding)
         if path.startswith("/dists/") and path.endswith(".zip"):
             name, _, file = path[len("/dists/") :].rpartition("/")
             for release in self.releases.get(name, []):
@@ -178,9 +283,13 @@ class ComposerRepo:
         content_type: str = "application/json",
         etag: str | None = None,
         modified: float | None = None,
+        encoding: str | None = None,
     ) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
+        if encoding:
+            handler.send_header("Content-Encoding", encoding)
+            handler.send_header("Vary", "Accept-Encoding")
         if etag:
             handler.send_header("ETag", etag)
         if modified is not None:
@@ -200,6 +309,20 @@ def _not_modified(handler: BaseHTTPRequestHandler, etag: str, modified: float) -
     if since is None:
         return False
     return modified <= parsedate_to_datetime(since).timestamp()
+
+
+def feed_timestamp() -> int:
+    """Packagist's feed clock: 1/10000 s since the epoch."""
+    return int(time.time() * 10000)
+
+
+def packagist_repo() -> ComposerRepo:
+    """The standard packages, served the way repo.packagist.org serves them, with one
+    advisory against acme/log 1.1.0."""
+    repo = standard_repo()
+    repo.gzip = repo.advisories_api = repo.advisories_in_metadata = repo.changes_feed = True
+    repo.add_advisory("acme/log", ">=1.1.0,<1.1.1", "Log injection in acme/log")
+    return repo
 
 
 def standard_repo() -> ComposerRepo:

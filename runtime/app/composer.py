@@ -114,6 +114,9 @@ class RootInfo:
     metadata_url: str  # absolute, with %package%
     available_packages: tuple[str, ...] | None = None
     available_patterns: tuple[str, ...] | None = None
+    advisories_url: str | None = None  # its security advisories API (`api-url`), absolute
+    advisories_metadata: bool = False  # its p2 files carry `security-advisories`
+    changes_url: str | None = None  # its `metadata-changes-url`, absolute
 
     @property
     def restricted(self) -> bool:
@@ -145,16 +148,30 @@ def parse_upstream_root(upstream_url: str, body: bytes) -> bytes:
         value = document.get(key)
         if isinstance(value, list):
             stored[key] = sorted({str(item).lower() for item in value})
+    advisories = document.get("security-advisories")
+    if isinstance(advisories, dict):
+        api = advisories.get("api-url")
+        stored["security-advisories"] = {
+            "metadata": advisories.get("metadata") is True,
+            "api-url": urljoin(upstream_url + "/", api) if isinstance(api, str) and api else None,
+        }
+    changes = document.get("metadata-changes-url")
+    if isinstance(changes, str) and changes:
+        stored["metadata-changes-url"] = urljoin(upstream_url + "/", changes)
     return json.dumps(stored, sort_keys=True, separators=(",", ":")).encode()
 
 
 def load_root(stored: bytes) -> RootInfo:
     document = json.loads(stored)
     names, patterns = document.get("available-packages"), document.get("available-package-patterns")
+    advisories = document.get("security-advisories") or {}
     return RootInfo(
         metadata_url=document["metadata-url"],
         available_packages=tuple(names) if names is not None else None,
         available_patterns=tuple(patterns) if patterns is not None else None,
+        advisories_url=advisories.get("api-url"),
+        advisories_metadata=bool(advisories.get("metadata")),
+        changes_url=document.get("metadata-changes-url"),
     )
 
 
@@ -162,11 +179,23 @@ def render_root(
     metadata_url: str,
     roots: list[RootInfo | None],
     private: tuple[list[str], list[str]] = ([], []),
+    advisories_url: str | None = None,
 ) -> bytes:
     """The mirror's packages.json over `roots` (None: an upstream not known yet) and the
     private repository's (names, patterns). The availability lists are kept only when
-    every upstream restricts itself; then the private ones join them."""
+    every upstream restricts itself; then the private ones join them.
+
+    With `advisories_url` (the mirror's own API), `security-advisories` is advertised when
+    an upstream offers advisories; `metadata: true` only when every known upstream's p2
+    files carry them (Composer then reads them there, and asks the API for the rest)."""
     document: dict[str, Any] = {"packages": [], "metadata-url": metadata_url}
+    known_roots = [root for root in roots if root is not None]
+    offered = [r for r in known_roots if r.advisories_url or r.advisories_metadata]
+    if advisories_url is not None and offered:
+        document["security-advisories"] = {
+            "metadata": all(r.advisories_metadata for r in known_roots),
+            "api-url": advisories_url,
+        }
     if roots and all(root is not None and root.restricted for root in roots):
         known = [root for root in roots if root is not None]
         names = sorted(

@@ -9,6 +9,11 @@
   Empty = taken from each request's Host (then `Vary: Host`, an ETag per rendering).
 - `SATCHEL_UPSTREAM_TTL` (`300`): seconds mirrored metadata is served before a conditional
   request to the upstream.
+- `SATCHEL_ADVISORIES_TTL` (`3600`): seconds a package's security advisories are served
+  from the bucket before the upstream's advisories API is asked again (stale if it fails).
+- `SATCHEL_CHANGES_INTERVAL` (`60`): with an upstream that advertises
+  `metadata-changes-url` (packagist), seconds between two reads of its changes feed; its
+  documents are then refreshed when the feed names them, not every `SATCHEL_UPSTREAM_TTL`.
 - `SATCHEL_NEGATIVE_TTL` (`60`): seconds a package the upstream does not have is answered
   404 without asking it again.
 - `SATCHEL_UPSTREAM_TIMEOUT` (`30`): seconds to wait for an upstream answer (connect: 5 max).
@@ -68,6 +73,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "SATCHEL_PUBLIC_URL": ("public_url", ""),
     "SATCHEL_UPSTREAM_TTL": ("upstream_ttl", "300"),
     "SATCHEL_NEGATIVE_TTL": ("negative_ttl", "60"),
+    "SATCHEL_ADVISORIES_TTL": ("advisories_ttl", "3600"),
+    "SATCHEL_CHANGES_INTERVAL": ("changes_interval", "60"),
     "SATCHEL_UPSTREAM_TIMEOUT": ("upstream_timeout", "30"),
     "SATCHEL_UPSTREAM_RETRIES": ("upstream_retries", "2"),
     "SATCHEL_DIST_HOSTS": ("dist_hosts", ""),
@@ -100,6 +107,8 @@ class ServeConfig(BaseModel):
     public_url: str | None
     upstream_ttl: float = Field(ge=0)
     negative_ttl: float = Field(ge=0)
+    advisories_ttl: float = Field(ge=0)
+    changes_interval: float = Field(ge=1)
     upstream_timeout: float = Field(gt=0)
     upstream_retries: int = Field(ge=0, le=10)
     dist_hosts: tuple[str, ...]

@@ -7,6 +7,12 @@ is rewritten and stored, document first, then its state. If the upstream fails i
 (unreachable, 5xx, a redirect loop, an undecodable or unreadable body, an invalid URL), the
 stored copy is served however old (stale-if-error) and the upstream is retried after a pause.
 A 404 from the upstream is remembered for the negative TTL.
+
+When an upstream's packages.json advertises `metadata-changes-url` (packagist), its p2
+documents follow the feed instead of the TTL (`changes.py`): read once per
+`SATCHEL_CHANGES_INTERVAL` per worker, it says which stored documents changed; the others
+are served without asking. A document the feed names is first looked for in the bucket
+(another replica may have refreshed it already), then refreshed conditionally.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from anyio import to_thread
 
 from runtime.app.caches import Expiring, Lru
+from runtime.app.changes import ChangesFeed
 from runtime.app.composer import (
     Dist,
     RootInfo,
@@ -32,6 +39,7 @@ from runtime.app.composer import (
     split_p2_file,
 )
 from runtime.app.config import ServeConfig
+from runtime.app.http import Encoded
 from runtime.app.state import UpstreamState, document_key, state_key
 from runtime.app.upstream import UpstreamClient, UpstreamError, Validators, safe_url
 from runtime.mirror import MetadataEntry, MirrorStore
@@ -53,15 +61,16 @@ class Doc:
     state: UpstreamState | None  # None: no usable state; the next refresh is unconditional
     checked: float  # when the upstream last vouched for it (0: never, as far as we know)
     stale: bool = False  # kept because the upstream failed
-    _rendered: dict[str, bytes] = field(default_factory=dict)
+    _rendered: dict[str, Encoded] = field(default_factory=dict)
     _root: RootInfo | None = None
 
-    def render(self, base: str) -> bytes:
+    def render(self, base: str) -> Encoded:
+        """The document as served from `base`, with its gzip encoding once made."""
         body = self._rendered.get(base)
         if body is None:
             if len(self._rendered) >= 2:  # bounded: a client inventing Host names
                 self._rendered.clear()
-            body = self._rendered[base] = render(self.entry.body, base)
+            body = self._rendered[base] = Encoded(render(self.entry.body, base))
         return body
 
     def root(self) -> RootInfo:
@@ -70,7 +79,8 @@ class Doc:
         return self._root
 
     def cost(self) -> int:
-        return 3 * len(self.entry.body) + 1024  # the body and up to two renderings
+        # The body and up to two renderings, each with its gzip encoding (~1/5 of it).
+        return 3 * len(self.entry.body) + len(self.entry.body) // 2 + 1024
 
 
 @dataclass(frozen=True)
@@ -95,31 +105,44 @@ class Documents:
         self.hot: Lru[str, Doc] = Lru(config.hot_cache_size, Doc.cost)
         self.negative: Expiring[str] = Expiring(config.negative_ttl, clock)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.feeds: dict[str, ChangesFeed] = {}  # alias -> its changes feed, when it has one
 
     async def get(self, alias: str, path: str) -> Lookup:
         """The document, refreshed as needed. Raises UpstreamUnavailable and StorageError."""
         key = document_key(alias, path)
-        quick = self._quick(key)
+        feed = self.feeds.get(alias) if path != ROOT else None
+        if feed is not None and feed.due():
+            await feed.poll()  # one request per interval and worker
+        quick = self._quick(key, feed, path)
         if quick is not None:
             return quick
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # one refresh per document and worker; the others wait for it
-            quick = self._quick(key)
+            quick = self._quick(key, feed, path)
             if quick is not None:
                 return quick
             doc = self.hot.get(key)
-            if doc is None:
-                doc = await self._load(alias, path)
-                if doc is not None and self._fresh(doc):
-                    self.hot.put(key, doc)
-                    return Lookup(doc, "stored")
+            # Named by the feed: another worker or replica may have refreshed it already.
+            if doc is None or (
+                feed is not None and not doc.stale and feed.verdict(path, doc.checked) is False
+            ):
+                loaded = await self._load(alias, path)
+                if loaded is not None and self._fresh(loaded, feed, path):
+                    self.hot.put(key, loaded)
+                    return Lookup(loaded, "stored")
+                doc = doc or loaded
             return await self._refresh(alias, path, doc)
 
     async def root(self, alias: str) -> RootInfo:
         lookup = await self.get(alias, ROOT)
         if lookup.doc is None:
             raise UpstreamUnavailable(f"upstream {alias!r} has no packages.json")
-        return lookup.doc.root()
+        info = lookup.doc.root()
+        if info.changes_url is not None and alias not in self.feeds:
+            self.feeds[alias] = ChangesFeed(
+                info.changes_url, self.upstream, self.config.changes_interval, self.clock
+            )
+        return info
 
     async def find_dist(self, alias: str, name: str, file: str) -> Dist | None:
         """Where the upstream serves a dist the mirror advertised (from the p2 states)."""
@@ -137,16 +160,20 @@ class Documents:
 
     # -- internals -----------------------------------------------------------------
 
-    def _quick(self, key: str) -> Lookup | None:
+    def _quick(self, key: str, feed: ChangesFeed | None, path: str) -> Lookup | None:
         if key in self.negative:
             return Lookup(None, "negative")
         doc = self.hot.get(key)
-        if doc is not None and self._fresh(doc):
+        if doc is not None and self._fresh(doc, feed, path):
             return Lookup(doc, "stale" if doc.stale else "hot")
         return None
 
-    def _fresh(self, doc: Doc) -> bool:
-        return self.clock() - doc.checked < self.ttl
+    def _fresh(self, doc: Doc, feed: ChangesFeed | None = None, path: str = "") -> bool:
+        age = self.clock() - doc.checked
+        if doc.stale or feed is None:  # a stale copy waits out its error pause
+            return age < self.ttl
+        verdict = feed.verdict(path, doc.checked)
+        return age < self.ttl if verdict is None else verdict
 
     async def _load(self, alias: str, path: str) -> Doc | None:
         entry, state = await asyncio.gather(

@@ -1,10 +1,11 @@
 """HTTP details shared by the routes: the Host policy, validators, conditional requests,
-streamed bodies."""
+gzip-encoded metadata, streamed bodies."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import hashlib
 import re
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 CHUNK = 256 * 1024
+GZIP_LEVEL = 6  # zlib's default: ~5-10x on p2 JSON; 9 costs far more for a few percent
+GZIP_OFF_LOOP = 64 * 1024  # bodies larger than this are compressed in a worker thread
 METADATA_CACHE_CONTROL = "no-cache"  # clients and proxies may keep it, but must revalidate
 DIST_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
@@ -103,6 +106,72 @@ def is_not_modified(request: Headers, etag: str, last_modified: datetime | None)
     if last_modified.tzinfo is None:
         last_modified = last_modified.replace(tzinfo=UTC)
     return last_modified.replace(microsecond=0) <= client  # HTTP dates have whole seconds
+
+
+class Encoded:
+    """One rendering of a metadata document, and its gzip encoding made once, on the first
+    request that accepts it, then kept beside it for every later one."""
+
+    __slots__ = ("_gzip", "plain")
+
+    def __init__(self, plain: bytes) -> None:
+        self.plain = plain
+        self._gzip: bytes | None = None
+
+    async def gzipped(self) -> bytes:
+        if self._gzip is None:
+            if len(self.plain) > GZIP_OFF_LOOP:  # a big p2 file would stall the event loop
+                self._gzip = await anyio.to_thread.run_sync(_compress, self.plain)
+            else:
+                self._gzip = _compress(self.plain)
+        return self._gzip
+
+    def cost(self) -> int:
+        return len(self.plain) + len(self._gzip or b"") + 64
+
+
+def _compress(body: bytes) -> bytes:
+    return gzip.compress(body, GZIP_LEVEL, mtime=0)  # mtime 0: the same bytes every time
+
+
+@functools.lru_cache(maxsize=64)  # the few Accept-Encoding values clients send
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header allows gzip (RFC 9110: `q=0` refuses it)."""
+    if not accept_encoding:
+        return False
+    allowed: bool | None = None
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        coding = coding.strip()
+        if coding in ("gzip", "x-gzip", "*"):
+            refused = params.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+            if coding != "*" or allowed is None:
+                allowed = not refused
+    return bool(allowed)
+
+
+async def metadata_response(
+    request_headers: Headers,
+    rendering: Encoded,
+    etag: str,
+    last_modified: datetime | None,
+    headers: dict[str, str],
+    media_type: str = "application/json",
+) -> Response:
+    """A metadata document, gzip-encoded when the client accepts it: each encoding has its
+    own ETag (`-gzip` suffix), so no 304 and no cache mixes the two. `headers` carries
+    Cache-Control and Vary (Accept-Encoding is added)."""
+    gzipped = accepts_gzip(request_headers.get("accept-encoding"))
+    tag = f"{etag}-gzip" if gzipped else etag
+    out = {**headers, **validator_headers(tag, last_modified)}
+    vary = out.get("Vary")
+    out["Vary"] = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
+    if is_not_modified(request_headers, tag, last_modified):
+        return not_modified(out)
+    if gzipped:
+        out["Content-Encoding"] = "gzip"
+        return Response(await rendering.gzipped(), headers=out, media_type=media_type)
+    return Response(rendering.plain, headers=out, media_type=media_type)
 
 
 def not_modified(headers: dict[str, str]) -> Response:

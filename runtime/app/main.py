@@ -11,6 +11,7 @@ from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from runtime.app.advisories import Advisories
 from runtime.app.auth import Auth
 from runtime.app.config import ServeConfig, load_serve_config
 from runtime.app.dists import Dists
@@ -82,6 +83,7 @@ def create_app(
                     TokenStore(storages.packages, config.private_ttl, monotonic), config.auth
                 ),
                 private=private,
+                advisories=Advisories(mirror, upstream, documents, config.advisories_ttl, clock),
             )
             yield
 

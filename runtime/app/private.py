@@ -27,7 +27,15 @@ from starlette.responses import JSONResponse, Response
 from runtime.app.caches import Lru
 from runtime.app.composer import render
 from runtime.app.config import ServeConfig
-from runtime.app.http import StreamResponse, error, is_not_modified, not_modified, validator_headers
+from runtime.app.http import (
+    Encoded,
+    StreamResponse,
+    error,
+    is_not_modified,
+    metadata_response,
+    not_modified,
+    validator_headers,
+)
 from runtime.app.logs import note_cache
 from runtime.app.objects import CachedObjects
 from runtime.errors import NotFound, StorageError
@@ -49,6 +57,7 @@ class _Held:
     entry: MetadataEntry | None  # None: the bucket has no such document
     checked: float
     derived: Any = None  # what a caller parsed out of the body, kept with it
+    rendered: dict[str, Encoded] = field(default_factory=dict)  # per base URL, with its gzip
 
 
 @dataclass
@@ -74,8 +83,10 @@ class _TtlDocuments:
                 return held
             current = held.entry if held is not None else None
             entry = await to_thread.run_sync(self._fetch, key, current)
-            kept = held.derived if held is not None and entry is current else None
-            fresh = _Held(entry, self.monotonic(), kept)
+            same = held is not None and entry is current
+            fresh = _Held(entry, self.monotonic())
+            if same and held is not None:
+                fresh.derived, fresh.rendered = held.derived, held.rendered
             self._held.put(key, fresh)
             return fresh
 
@@ -120,6 +131,18 @@ class PrivateRepository:
         """Whether `name` is private: never to be looked up upstream."""
         return name.split("/", 1)[0] in self.vendors or name in await self.names()
 
+    async def rendering(self, name: str, base: str) -> tuple[MetadataEntry, Encoded] | None:
+        """The stored p2 document of `name` as served from `base`, or None."""
+        held = await self.documents.get(p2_key(name))
+        if held.entry is None:
+            return None
+        encoded = held.rendered.get(base)
+        if encoded is None:
+            if len(held.rendered) >= 2:  # bounded: a client inventing Host names
+                held.rendered.clear()
+            encoded = held.rendered[base] = Encoded(render(held.entry.body, base))
+        return held.entry, encoded
+
     async def document(self, name: str) -> tuple[MetadataEntry, frozenset[str]] | None:
         """The stored p2 document of `name` and the dist files it lists, or None."""
         held = await self.documents.get(p2_key(name))
@@ -146,17 +169,17 @@ async def p2_response(
     request: Request, name: str, dev: bool, base: str, etag_of: Callable[[str], str]
 ) -> Response:
     """The private p2 document of `name` (the caller checked the token)."""
-    found = None if dev else await _private(request).document(name)  # no dev versions
+    found = None if dev else await _private(request).rendering(name, base)  # no dev versions
     note_cache(request.scope, "private")
     if found is None:
         return error(404, f"{name} is a private package name with nothing published")
-    entry, _ = found
-    headers = validator_headers(etag_of(entry.etag), entry.last_modified)
-    headers["Cache-Control"] = "private, no-cache"
-    headers["Vary"] = "Host, Authorization"
-    if is_not_modified(request.headers, etag_of(entry.etag), entry.last_modified):
-        return not_modified(headers)
-    return Response(render(entry.body, base), headers=headers, media_type="application/json")
+    entry, encoded = found
+    return await metadata_response(
+        request.headers, encoded, etag_of(entry.etag), entry.last_modified, _P2_HEADERS
+    )
+
+
+_P2_HEADERS = {"Cache-Control": "private, no-cache", "Vary": "Host, Authorization"}
 
 
 async def dist(request: Request) -> Response:

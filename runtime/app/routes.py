@@ -4,7 +4,11 @@ package wins); `/{alias}/packages.json` and `/{alias}/p2/...` serve one upstream
 Every endpoint but the probes passes the Host policy first (`HostPolicy`). Metadata is
 rendered with the base URL (the public URL, or the request's Host): its responses carry
 `Vary: Host` and an ETag that covers the base, so no cache and no 304 mixes two hosts'
-renderings.
+renderings. Metadata (packages.json, p2 documents, advisories) goes out gzip-encoded to
+clients that accept it, compressed once per rendering (`http.Encoded`), with its own ETag.
+
+`/api/security-advisories/` (POST form `packages[]=...`, or the same as a GET query) is the
+`api-url` packages.json advertises when an upstream offers advisories (`advisories.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.app import private as private_routes
+from runtime.app.advisories import Advisories, AdvisoriesUnavailable
 from runtime.app.auth import Auth
 from runtime.app.composer import (
     is_dist_file,
@@ -35,11 +40,13 @@ from runtime.app.health import ReadinessProbe
 from runtime.app.http import (
     DIST_CACHE_CONTROL,
     METADATA_CACHE_CONTROL,
+    Encoded,
     HostPolicy,
     StreamResponse,
     base_tag,
     error,
     is_not_modified,
+    metadata_response,
     not_modified,
     validator_headers,
 )
@@ -61,7 +68,10 @@ class Services:
     readiness: ReadinessProbe
     auth: Auth
     private: PrivateRepository
+    advisories: Advisories
     hosts: HostPolicy = field(init=False)
+    # packages.json renderings: rebuilt only when what they are made of changes
+    roots: dict[tuple[object, ...], tuple[Encoded, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.hosts = HostPolicy(self.config.public_url)
@@ -131,20 +141,31 @@ async def packages_json(request: Request) -> Response:
         return error(503, str(exc))
     docs = [lookup.doc if lookup else None for lookup in lookups]
     prefix = f"/{request.path_params['alias']}" if "alias" in request.path_params else ""
-    metadata_url = f"{mirror.base_url(request)}{prefix}/p2/%package%.json"
+    base = mirror.base_url(request)
     # Private names are listed only to those who may read them (anonymous root documents
     # must not disclose them); private vendors are patterns the operator chose.
     private = mirror.private
-    names = await private.names() if await mirror.auth.allowed(request, "read") else ()
-    patterns = [f"{vendor}/*" for vendor in sorted(private.vendors)]
-    roots = [doc.root() if doc else None for doc in docs]
-    body = render_root(metadata_url, roots, private=(sorted(names), patterns))
-    # Derived from what is stored, so every replica sends the same validators; the body
-    # holds the base URL, so the ETag covers it.
-    etag = hashlib.sha1(body, usedforsecurity=False).hexdigest()
+    names = await private.names() if await mirror.auth.allowed(request, "read") else frozenset()
+    key = (base, prefix, names, *(doc.entry.etag if doc else None for doc in docs))
+    found = mirror.roots.get(key)
+    if found is None:
+        patterns = [f"{vendor}/*" for vendor in sorted(private.vendors)]
+        roots = [doc.root() if doc else None for doc in docs]
+        body = render_root(
+            f"{base}{prefix}/p2/%package%.json",
+            roots,
+            private=(sorted(names), patterns),
+            advisories_url=f"{base}{prefix}/api/security-advisories/",
+        )
+        # Derived from what is stored, so every replica sends the same validators; the body
+        # holds the base URL, so the ETag covers it.
+        found = Encoded(body), hashlib.sha1(body, usedforsecurity=False).hexdigest()
+        if len(mirror.roots) >= 64:  # bounded: clients inventing Host names
+            mirror.roots.clear()
+        mirror.roots[key] = found
     dates = [doc.entry.last_modified for doc in docs if doc is not None]
     note_cache(request.scope, ",".join(lookup.outcome if lookup else "down" for lookup in lookups))
-    return _metadata_response(request, body, etag, max(dates) if dates else None)
+    return await _metadata_response(request, found[0], found[1], max(dates) if dates else None)
 
 
 async def p2(request: Request) -> Response:
@@ -175,7 +196,7 @@ async def p2(request: Request) -> Response:
         return error(404, f"{name} is not in the mirrored repositories")
     doc = lookup.doc
     etag = f"{doc.entry.etag}.{base_tag(base)}"  # one ETag per rendering
-    return _metadata_response(request, doc.render(base), etag, doc.entry.last_modified)
+    return await _metadata_response(request, doc.render(base), etag, doc.entry.last_modified)
 
 
 async def _find_package(documents: Documents, aliases: list[str], name: str, dev: bool) -> Lookup:
@@ -202,15 +223,52 @@ async def _find_package(documents: Documents, aliases: list[str], name: str, dev
     return Lookup(None, outcome)
 
 
-def _metadata_response(
-    request: Request, body: bytes, etag: str, last_modified: datetime | None
+_METADATA_HEADERS = {
+    "Cache-Control": METADATA_CACHE_CONTROL,
+    "Vary": "Host",  # rendered with the base URL, which may come from Host
+}
+
+
+async def _metadata_response(
+    request: Request, body: Encoded, etag: str, last_modified: datetime | None
 ) -> Response:
-    headers = validator_headers(etag, last_modified)
-    headers["Cache-Control"] = METADATA_CACHE_CONTROL
-    headers["Vary"] = "Host"  # rendered with the base URL, which may come from Host
-    if is_not_modified(request.headers, etag, last_modified):
-        return not_modified(headers)
-    return Response(body, headers=headers, media_type=JSON)
+    return await metadata_response(request.headers, body, etag, last_modified, _METADATA_HEADERS)
+
+
+async def security_advisories(request: Request) -> Response:
+    """Composer's `api-url`: POST `packages[]=NAME&...` (form-encoded), or the same query
+    on a GET. Answers `{"advisories": {NAME: [...]}}` for every name asked."""
+    mirror = services(request)
+    aliases = _aliases(request)
+    if aliases is None:
+        return error(404, "no such upstream")
+    names = request.query_params.getlist("packages[]") + request.query_params.getlist("packages")
+    if request.method == "POST":
+        try:
+            form = await request.form(max_files=0, max_fields=10_000)
+        except Exception:  # any unreadable body is the client's error
+            return error(400, "the body is not a form (packages[]=vendor/name&...)")
+        try:
+            names += [v for v in form.getlist("packages[]") if isinstance(v, str)]
+            names += [v for v in form.getlist("packages") if isinstance(v, str)]
+        finally:
+            await form.close()
+    if not names:
+        return error(400, "ask for packages: packages[]=vendor/name (form or query)")
+    names = [n for n in names if is_package_name(n.lower())]
+    try:
+        private = frozenset([n.lower() for n in names if await mirror.private.owns(n.lower())])
+        body, etag, outcome = await mirror.advisories.answer(aliases, names, private)
+    except AdvisoriesUnavailable as exc:
+        note_cache(request.scope, "down")
+        return error(502, f"security advisories unavailable: {exc}")
+    except StorageError as exc:
+        return error(503, str(exc))
+    note_cache(request.scope, outcome)
+    return await metadata_response(request.headers, body, etag, None, _ADVISORY_HEADERS)
+
+
+_ADVISORY_HEADERS = {"Cache-Control": METADATA_CACHE_CONTROL}
 
 
 async def dist(request: Request) -> Response:
@@ -278,6 +336,10 @@ routes = [
         "/packages/upload/{vendor}/{package}",
         checked(private_routes.upload, "publish"),
         methods=["PUT", "POST"],
+    ),
+    Route("/api/security-advisories/", checked(security_advisories), methods=["GET", "POST"]),
+    Route(
+        "/{alias}/api/security-advisories/", checked(security_advisories), methods=["GET", "POST"]
     ),
     Route("/{alias}/packages.json", checked(packages_json)),
     Route("/{alias}/p2/{vendor}/{file}.json", checked(p2)),
