@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -242,15 +243,14 @@ async def security_advisories(request: Request) -> Response:
     aliases = _aliases(request)
     if aliases is None:
         return error(404, "no such upstream")
-    names = request.query_params.getlist("packages[]") + request.query_params.getlist("packages")
+    names = _package_fields(request.query_params.multi_items())
     if request.method == "POST":
         try:
             form = await request.form(max_files=0, max_fields=10_000)
         except Exception:  # any unreadable body is the client's error
             return error(400, "the body is not a form (packages[]=vendor/name&...)")
         try:
-            names += [v for v in form.getlist("packages[]") if isinstance(v, str)]
-            names += [v for v in form.getlist("packages") if isinstance(v, str)]
+            names += _package_fields(form.multi_items())
         finally:
             await form.close()
     if not names:
@@ -269,6 +269,16 @@ async def security_advisories(request: Request) -> Response:
 
 
 _ADVISORY_HEADERS = {"Cache-Control": METADATA_CACHE_CONTROL}
+
+
+def _package_fields(items: list[tuple[str, Any]]) -> list[str]:
+    """The names in `packages[]=...`, `packages=...` and PHP's `http_build_query` form
+    `packages[0]=...` (what Composer sends)."""
+    return [
+        value
+        for key, value in items
+        if isinstance(value, str) and (key == "packages" or key.startswith("packages["))
+    ]
 
 
 async def dist(request: Request) -> Response:
