@@ -35,3 +35,7 @@ app.add_typer(cache, name="cache")
 from runtime.cli.tokens import tokens  # noqa: E402
 
 app.add_typer(tokens, name="token")
+
+from runtime.cli.mirror import mirror  # noqa: E402
+
+app.add_typer(mirror, name="mirror")
