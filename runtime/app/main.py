@@ -93,6 +93,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.mirror = mirror  # its stats tell which requests touched the bucket
+    budgets = [mirror.metadata.budget, mirror.dists.budget, archives.budget]
+
+    def local_caches() -> list[tuple[str, float]]:
+        return [(budget.name, budget.counted()) for budget in budgets if budget is not None]
+
+    app.state.local_caches = local_caches  # for /metrics
     return app
 
 

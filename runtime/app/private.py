@@ -1,6 +1,7 @@
 """The private repository's HTTP side: its p2 documents and dists behind `read` tokens, and
 the Nexus-style upload (`PUT /packages/upload/{vendor}/{package}[/{version}]`) that
-`composer push` and Packeton use, behind `publish` tokens.
+`composer push` and Packeton use, behind `publish` tokens, and `DELETE
+/packages/{vendor}/{package}/{version}` behind `admin` tokens.
 
 What a worker read from the bucket (the index of private names, each package's p2
 document) it keeps `SATCHEL_PRIVATE_TTL` seconds, then revalidates with one conditional
@@ -24,6 +25,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from runtime import metrics
 from runtime.app.caches import Lru
 from runtime.app.composer import render
 from runtime.app.config import ServeConfig
@@ -50,6 +52,7 @@ log = logging.getLogger("satchel.repository")
 
 PRIVATE_DIST_CACHE_CONTROL = "private, max-age=31536000, immutable"  # never a shared cache
 UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and fields around the archive
+STALE_RETRY = 2.0  # seconds between bucket retries while serving a stale private document
 
 
 @dataclass
@@ -73,16 +76,25 @@ class _TtlDocuments:
         default_factory=weakref.WeakValueDictionary
     )
 
-    async def get(self, key: str) -> _Held:
+    async def get(self, key: str, max_age: float | None = None) -> _Held:
+        """The document, read again when older than `max_age` (default: the TTL)."""
+        limit = self.ttl if max_age is None else min(max_age, self.ttl)
         held = self._held.get(key)
-        if held is not None and self.monotonic() - held.checked < self.ttl:
+        if held is not None and self.monotonic() - held.checked < limit:
             return held
         async with self._locks.setdefault(key, asyncio.Lock()):  # one refresh per key
             held = self._held.get(key)
-            if held is not None and self.monotonic() - held.checked < self.ttl:
+            if held is not None and self.monotonic() - held.checked < limit:
                 return held
             current = held.entry if held is not None else None
-            entry = await to_thread.run_sync(self._fetch, key, current)
+            try:
+                entry = await to_thread.run_sync(self._fetch, key, current)
+            except StorageError:
+                if held is None:
+                    raise  # nothing to fall back on: the caller answers 503
+                # Stale-if-error: keep what was read, ask the bucket again in a moment.
+                held.checked = self.monotonic() - self.ttl + min(self.ttl, STALE_RETRY)
+                return held
             same = held is not None and entry is current
             fresh = _Held(entry, self.monotonic())
             if same and held is not None:
@@ -118,18 +130,25 @@ class PrivateRepository:
         self.max_archive_size = config.max_archive_size
         self.documents = _TtlDocuments(repository.packages, config.private_ttl, monotonic)
         self.archives = CachedObjects(archives, monotonic)
+        # Uploads are read into memory (bounded by max_archive_size): one at a time.
+        self.uploads = asyncio.Semaphore(1)
 
-    async def names(self) -> frozenset[str]:
-        held = await self.documents.get(INDEX_KEY)
+    async def names(self, max_age: float | None = None) -> frozenset[str]:
+        held = await self.documents.get(INDEX_KEY, max_age)
         if held.derived is None:
             names = json.loads(held.entry.body)["packages"] if held.entry else []
             held.derived = frozenset(names)
         names_: frozenset[str] = held.derived
         return names_
 
-    async def owns(self, name: str) -> bool:
-        """Whether `name` is private: never to be looked up upstream."""
-        return name.split("/", 1)[0] in self.vendors or name in await self.names()
+    async def owns(self, name: str, *, recheck: bool = False) -> bool:
+        """Whether `name` is private: never to be served from an upstream. With `recheck`
+        (before serving what an upstream just sent), against the index as the bucket has
+        it now, not as this worker read it up to the TTL ago: a name published on another
+        replica a moment ago is never answered from an upstream."""
+        if name.split("/", 1)[0] in self.vendors:
+            return True
+        return name in await self.names(0 if recheck else None)
 
     async def rendering(self, name: str, base: str) -> tuple[MetadataEntry, Encoded] | None:
         """The stored p2 document of `name` as served from `base`, or None."""
@@ -143,9 +162,11 @@ class PrivateRepository:
             encoded = held.rendered[base] = Encoded(render(held.entry.body, base))
         return held.entry, encoded
 
-    async def document(self, name: str) -> tuple[MetadataEntry, frozenset[str]] | None:
+    async def document(
+        self, name: str, max_age: float | None = None
+    ) -> tuple[MetadataEntry, frozenset[str]] | None:
         """The stored p2 document of `name` and the dist files it lists, or None."""
-        held = await self.documents.get(p2_key(name))
+        held = await self.documents.get(p2_key(name), max_age)
         if held.entry is None:
             return None
         if held.derived is None:
@@ -189,6 +210,9 @@ async def dist(request: Request) -> Response:
     file = request.path_params["file"]
     note_cache(request.scope, "private")
     found = await private.document(name) if is_package_name(name) else None
+    if found is not None and file not in found[1]:
+        # Published moments ago (its p2 came from another replica or worker): read again.
+        found = await private.document(name, max_age=0)
     if found is None or file not in found[1]:
         return error(404, "no such private dist")
     try:
@@ -214,6 +238,18 @@ async def upload(request: Request) -> Response:
     version = request.path_params.get("version")
     if not is_package_name(name):
         return error(400, f"{name!r} is not a Composer package name (vendor/package)")
+    async with private.uploads:  # one upload in memory at a time per worker
+        answer = await _publish(request, private, name, version)
+    metrics.PUBLISHES.labels(_RESULTS.get(answer.status_code, "failed")).inc()
+    return answer
+
+
+_RESULTS = {201: "created", 200: "identical", 409: "conflict", 400: "invalid", 413: "too_large"}
+
+
+async def _publish(
+    request: Request, private: PrivateRepository, name: str, version: str | None
+) -> Response:
     limit = private.max_archive_size
     body = await _read_bounded(request, limit + UPLOAD_OVERHEAD)
     if body is None:
@@ -222,6 +258,7 @@ async def upload(request: Request) -> Response:
         data, source = await _archive_and_source(request, body)
     except ValueError as exc:
         return error(400, str(exc))
+    del body  # the archive is all that is needed now
     if len(data) > limit:
         return error(413, f"the archive is larger than SATCHEL_MAX_ARCHIVE_SIZE ({limit} bytes)")
     try:
@@ -242,6 +279,23 @@ async def upload(request: Request) -> Response:
         "created": published.created,
     }
     return JSONResponse(answer, status_code=201 if published.created else 200)
+
+
+async def unpublish(request: Request) -> Response:
+    """DELETE /packages/{vendor}/{package}/{version}: remove one version (admin tokens)."""
+    private = _private(request)
+    name = f"{request.path_params['vendor']}/{request.path_params['package']}".lower()
+    version = request.path_params["version"]
+    if not is_package_name(name):
+        return error(400, f"{name!r} is not a Composer package name (vendor/package)")
+    try:
+        removed = await to_thread.run_sync(private.repository.unpublish, name, version)
+    except StorageError as exc:
+        return error(503, str(exc))
+    private.forget(name)
+    if not removed:
+        return error(404, f"{name} {version} is not published")
+    return Response(status_code=204)
 
 
 async def _read_bounded(request: Request, limit: int) -> bytes | None:

@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from anyio import to_thread
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runtime import metrics
 from runtime.app import private as private_routes
 from runtime.app.advisories import Advisories, AdvisoriesUnavailable
 from runtime.app.auth import Auth
@@ -58,6 +61,8 @@ from runtime.errors import StorageError
 from runtime.repository.names import is_package_name
 
 JSON = "application/json"
+# Lookup outcomes of a document the upstream sent just now (see Documents.get).
+FROM_UPSTREAM = frozenset({"miss", "refreshed"})
 DIST_TYPES = {"zip": "application/zip", "tar": "application/x-tar"}
 
 
@@ -178,6 +183,14 @@ async def p2(request: Request) -> Response:
     base = mirror.base_url(request)
     try:
         private = await mirror.private.owns(name)  # then never looked up upstream
+        if not private:
+            lookup = await _find_package(mirror.documents, aliases, name, dev)
+            # Fresh from an upstream: served only if nobody published the name meanwhile.
+            if lookup.outcome in FROM_UPSTREAM:
+                private = await mirror.private.owns(name, recheck=True)
+    except UpstreamUnavailable as exc:
+        note_cache(request.scope, "down")
+        return upstream_failure(request, exc, "the package's metadata")
     except StorageError as exc:
         return error(503, str(exc))
     if private:
@@ -185,13 +198,6 @@ async def p2(request: Request) -> Response:
         if refusal is not None:
             return refusal
         return await p2_response(request, name, dev, base, lambda etag: f"{etag}.{base_tag(base)}")
-    try:
-        lookup = await _find_package(mirror.documents, aliases, name, dev)
-    except UpstreamUnavailable as exc:
-        note_cache(request.scope, "down")
-        return upstream_failure(request, exc, "the package's metadata")
-    except StorageError as exc:
-        return error(503, str(exc))
     note_cache(request.scope, lookup.outcome)
     if lookup.doc is None:
         return error(404, f"{name} is not in the mirrored repositories")
@@ -289,6 +295,11 @@ async def dist(request: Request) -> Response:
     name = f"{vendor}/{package}"
     if not (mirror.config.upstream(alias) and is_package_name(name) and is_dist_file(file)):
         return error(404, "no such dist")
+    try:
+        if await mirror.private.owns(name):  # mirrored before it went private: not any more
+            return error(404, "no such dist")
+    except StorageError as exc:
+        return error(503, str(exc))
     extension = file.rsplit(".", 1)[-1]
     key = dist_key(alias, name, file)
     known = mirror.dists.known.get(key)
@@ -297,6 +308,10 @@ async def dist(request: Request) -> Response:
         return not_modified(_dist_headers(known.etag, known.last_modified))
     try:
         opened = await mirror.dists.open(alias, name, file)
+        fresh = opened is not None and opened.outcome == "miss"  # just from an upstream
+        if fresh and opened and await mirror.private.owns(name, recheck=True):
+            opened.stream.close()
+            return error(404, "no such dist")
     except UpstreamError as exc:
         note_cache(request.scope, "down")
         return upstream_failure(request, exc, "the dist")
@@ -330,12 +345,25 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if readiness.ok else 503)
 
 
-routes = [
-    Route("/healthz", healthz),
-    Route("/readyz", readyz),
-    Route("/packages.json", checked(packages_json)),
+async def metrics_text(request: Request) -> Response:
+    """Prometheus's scrape: no Host policy (scrapers use the pod's address); a read token
+    only with SATCHEL_AUTH=all."""
+    found = services(request)
+    refusal = await found.auth.check(request, found.auth.mirror_scope)
+    if refusal is not None:
+        return refusal
+    caches = request.app.state.local_caches
+    body = await to_thread.run_sync(metrics.exposition, caches)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [  # the busiest first: Starlette tries them in order
     Route("/p2/{vendor}/{file}.json", checked(p2)),
     Route("/dists/{alias}/{vendor}/{package}/{file}", checked(dist)),
+    Route("/packages.json", checked(packages_json)),
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/metrics", metrics_text),
     Route("/private/dists/{vendor}/{package}/{file}", checked(private_routes.dist, "read")),
     Route(
         "/packages/upload/{vendor}/{package}/{version}",
@@ -346,6 +374,11 @@ routes = [
         "/packages/upload/{vendor}/{package}",
         checked(private_routes.upload, "publish"),
         methods=["PUT", "POST"],
+    ),
+    Route(
+        "/packages/{vendor}/{package}/{version}",
+        checked(private_routes.unpublish, "admin"),
+        methods=["DELETE"],
     ),
     Route("/api/security-advisories/", checked(security_advisories), methods=["GET", "POST"]),
     Route(

@@ -19,6 +19,7 @@ import runtime
 from infra.local.composer_repo import ComposerRepo
 from runtime.app import create_app
 from runtime.app.config import load_serve_config
+from runtime.repository import Repository
 from runtime.repository.store import p2_key
 from runtime.storage.s3 import S3Adapter
 from runtime.tokens import TokenStore
@@ -301,11 +302,95 @@ def test_a_private_dist_served_twice_costs_one_get_with_the_archive_cache(
     name, data = f"{vendor}/lib", package_zip(f"{vendor}/lib")
     reader = basic(tokens["read"])
     with TestClient(create_app(settings, load_serve_config(env), storages=storages), BASE) as c:
+        gets = _ArchiveGets(storages)
         path = f"/packages/upload/{name}/1.0.0"
         assert c.put(path, content=data, headers=bearer(tokens["publish"])).status_code == 201
-        gets = _ArchiveGets(storages)  # from here: reading composer.json cost no GET either
+        assert gets.count == 0  # reading composer.json on publish cost no GET
         document = c.get(f"/p2/{name}.json", headers=reader).json()
         path = document["packages"][name][0]["dist"]["url"].removeprefix(BASE)
         for _ in range(2):
             assert c.get(path, headers=reader).content == data
     assert gets.count == (1 if archive_cache else 2)
+
+
+def test_unpublishing_over_http_needs_an_admin_token(
+    make_mirror: MakeMirror, mirror_env: dict[str, str], pod_env: dict[str, str], vendor: str
+) -> None:
+    store = TokenStore(runtime.open_storages(runtime.load_settings(pod_env)).packages)
+    suffix = secrets.token_hex(4)
+    publish, admin = store.create(f"p-{suffix}", "publish"), store.create(f"a-{suffix}", "admin")
+    mirror = make_mirror(mirror_env)
+    name = f"{vendor}/lib"
+    put(mirror, f"/packages/upload/{name}/1.0.0", publish, content=package_zip(name))
+    put(mirror, f"/packages/upload/{name}/1.1.0", publish, content=package_zip(name))
+    path = f"/packages/{name}/1.0.0"
+    assert mirror.client.delete(path).status_code == 401
+    assert mirror.client.delete(path, headers=bearer(publish)).status_code == 403
+    assert mirror.client.delete(path, headers=bearer(admin)).status_code == 204
+    assert mirror.client.delete(path, headers=bearer(admin)).status_code == 404
+    assert list(versions(mirror, name, admin)) == ["1.1.0"]  # at once on this instance
+    assert len(_bucket_keys(mirror_env, name)) == 3  # 1.1.0's archive and record, and p2
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_an_upload_over_the_bound_is_refused_before_it_is_read_whole(
+    make_mirror: MakeMirror,
+    mirror_env: dict[str, str],
+    tokens: dict[str, str],
+    vendor: str,
+    declared: bool,
+) -> None:
+    mirror = make_mirror(mirror_env, SATCHEL_MAX_ARCHIVE_SIZE="20K")
+
+    def chunks() -> Any:  # a chunked body of 2 MiB, far over 20 KiB + the multipart slack
+        for _ in range(32):
+            yield secrets.token_bytes(65536)
+
+    path = f"/packages/upload/{vendor}/big/1.0.0"
+    if declared:
+        answer = put(mirror, path, tokens["publish"], content=b"\0" * (2 << 20))
+    else:
+        answer = put(mirror, path, tokens["publish"], content=chunks())
+    assert answer.status_code == 413 and "SATCHEL_MAX_ARCHIVE_SIZE" in answer.json()["error"]
+    assert _bucket_keys(mirror_env, f"{vendor}/big") == []
+
+
+def test_a_dist_published_elsewhere_moments_ago_is_served_here(
+    make_mirror: MakeMirror, mirror_env: dict[str, str], tokens: dict[str, str], vendor: str
+) -> None:
+    first, second = make_mirror(mirror_env), make_mirror(mirror_env)
+    name = f"{vendor}/lib"
+    put(first, f"/packages/upload/{name}/1.0.0", tokens["publish"], content=package_zip(name))
+    assert list(versions(second, name, tokens["read"])) == ["1.0.0"]  # second holds this p2
+    answer = put(
+        first, f"/packages/upload/{name}/1.1.0", tokens["publish"], content=package_zip(name)
+    )
+    assert answer.status_code == 201
+    url = versions(first, name, tokens["read"])["1.1.0"]["dist"]["url"].removeprefix(BASE)
+    assert second.client.get(url, headers=basic(tokens["read"])).status_code == 200
+
+
+def test_a_name_published_privately_is_no_longer_served_from_the_mirror(
+    make_mirror: MakeMirror,
+    mirror_env: dict[str, str],
+    tokens: dict[str, str],
+    repo: ComposerRepo,
+    alias: str,
+) -> None:
+    """acme/log was mirrored (p2 and dist) before the team published its own acme/log."""
+    mirror = make_mirror(mirror_env)
+    public = mirror.get("/p2/acme/log.json").json()["packages"]["acme/log"][0]["dist"]["url"]
+    assert mirror.get(public.removeprefix(BASE)).status_code == 200
+    upload = put(
+        mirror,
+        "/packages/upload/acme/log/0.1.0",
+        tokens["publish"],
+        content=package_zip("acme/log"),
+    )
+    assert upload.status_code in (200, 201)
+    try:
+        assert mirror.get(public.removeprefix(BASE)).status_code == 404
+        assert list(versions(mirror, "acme/log", tokens["read"])) == ["0.1.0"]
+    finally:
+        storages = runtime.open_storages(runtime.load_settings(mirror_env))
+        Repository(storages.packages, storages.artifacts).unpublish("acme/log", "0.1.0")

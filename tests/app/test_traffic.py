@@ -168,5 +168,5 @@ def test_a_popular_cold_dist_never_makes_anyone_wait_for_a_slow_client(
     assert gets <= 2 + readiness_heads
     # The test's own 100 clients share the 2 cores with both workers: p95 and max are
     # printed; the bound is what no hang can pass (before the fix: all timed out past 30 s).
-    assert worst < 1.0
+    assert worst < 2.5  # a hang shows as a timeout (30 s); a loaded 2-core box as ~0.5-1 s
     assert statistics.median(prober.latencies) < 0.1
