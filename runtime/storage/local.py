@@ -10,7 +10,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NoReturn
@@ -59,52 +59,47 @@ class LocalAdapter:
 
     def write(self, key: str, body: Body) -> ObjectInfo:
         target = self._path(key)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
-        except OSError as exc:
-            _raise(exc, "write")
-        try:
-            with os.fdopen(fd, "wb") as temp:
-                _copy(body, temp)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.chmod(temp_name, 0o644)  # mkstemp makes 0600; objects are ordinary files
-            os.replace(temp_name, target)
-            return _info(key, target.stat())
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            if isinstance(exc, _SourceFailed):
-                raise exc.original from None
-            if isinstance(exc, OSError):
-                _raise(exc, "write")
-            raise
+        self._publish(target, body, os.replace, "write")
+        return _info(key, target.stat())
 
     def create(self, key: str, data: bytes) -> ObjectInfo:
         """A complete temp file hard-linked to the key: `link` fails if the key exists, so
         the object appears whole or not at all, once."""
         target = self._path(key)
         try:
+            self._publish(target, data, os.link, "create")
+        except FileExistsError as exc:
+            raise AlreadyExists("the key exists already", operation="create") from exc
+        return _info(key, target.stat())
+
+    def _publish(
+        self, target: Path, body: Body, put: Callable[[str, Path], None], operation: str
+    ) -> None:
+        """Write `body` to a temp file beside `target`, flushed to disk, then `put` it in
+        place (rename: replaces; link: only if free); the temp file never stays."""
+        try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
         except OSError as exc:
-            _raise(exc, "create")
+            _raise(exc, operation)
         try:
             with os.fdopen(fd, "wb") as temp:
-                temp.write(data)
+                _copy(body, temp)
                 temp.flush()
                 os.fsync(temp.fileno())
-            os.chmod(temp_name, 0o644)
-            os.link(temp_name, target)
-        except FileExistsError as exc:
-            raise AlreadyExists("the key exists already", operation="create") from exc
-        except OSError as exc:
-            _raise(exc, "create")
+            os.chmod(temp_name, 0o644)  # mkstemp makes 0600; objects are ordinary files
+            put(temp_name, target)
+        except FileExistsError:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, _SourceFailed):
+                raise exc.original from None
+            if isinstance(exc, OSError):
+                _raise(exc, operation)
+            raise
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-        return _info(key, target.stat())
+                os.unlink(temp_name)  # after a rename: already gone; after a link: the copy
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
