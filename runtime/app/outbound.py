@@ -30,6 +30,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import anyio
@@ -165,6 +166,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
                 continue
+            stream = _ClosedSafeStream(stream)
             if not trusted:
                 await _check_peer(stream, host)
             return stream
@@ -199,6 +201,40 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self.inner.sleep(seconds)
+
+
+class _ClosedSafeStream(httpcore.AsyncNetworkStream):
+    """A stream whose `get_extra_info` answers None once the peer has closed it: anyio then
+    raises AttributeError (its socket is gone), which httpcore does not expect and would
+    let escape as a crash instead of the connection error it is (seen when an upstream
+    shuts down while we connect). Reads and writes then fail the ordinary way."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return _ClosedSafeStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        try:
+            return self._inner.get_extra_info(info)
+        except (AttributeError, OSError):
+            return None
 
 
 async def _check_peer(stream: httpcore.AsyncNetworkStream, host: str) -> None:

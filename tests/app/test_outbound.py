@@ -299,3 +299,16 @@ def test_bodies_are_bounded_and_urls_with_credentials_are_not_fetched(
         fetch(f"http://user:{SECRET}@127.0.0.1:{one.server_address[1]}/x", UpstreamAuth(), [])
     assert SECRET not in str(refused.value)
     assert [path for path, _ in one.seen] == ["/big"]
+
+
+def test_a_stream_whose_peer_closed_it_answers_none_not_a_crash() -> None:
+    """anyio raises AttributeError for extra info of a socket the peer closed; httpcore asks
+    for `ssl_object` right after connecting: that must become a connection error later,
+    never a 500 (seen in the chaos test when the upstream stopped while we connected)."""
+    from runtime.app.outbound import _ClosedSafeStream
+
+    class Gone(httpcore.AsyncNetworkStream):
+        def get_extra_info(self, info: str) -> Any:
+            raise AttributeError("'NoneType' object has no attribute 'getpeername'")
+
+    assert _ClosedSafeStream(Gone()).get_extra_info("ssl_object") is None
