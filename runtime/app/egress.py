@@ -18,6 +18,16 @@ def _hostname(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+def http_upstreams(config: ServeConfig) -> frozenset[tuple[str, int]]:
+    """(host, port) of each upstream configured over plain http: credentials may go there."""
+    out = set()
+    for upstream in config.upstreams:
+        parts = urlsplit(upstream.url)
+        if parts.scheme == "http" and parts.hostname:
+            out.add((parts.hostname.lower(), parts.port or 80))
+    return frozenset(out)
+
+
 def trusted_hosts(config: ServeConfig) -> HostRule:
     return HostRule.of([_hostname(u.url) for u in config.upstreams] + list(config.dist_hosts))
 

@@ -16,7 +16,7 @@ from runtime.app.auth import Auth
 from runtime.app.config import ServeConfig, load_serve_config
 from runtime.app.dists import Dists
 from runtime.app.documents import Documents
-from runtime.app.egress import trusted_hosts
+from runtime.app.egress import http_upstreams, trusted_hosts
 from runtime.app.health import ReadinessProbe
 from runtime.app.logs import AccessLog
 from runtime.app.outbound import Outbound, Resolver, system_resolver
@@ -60,7 +60,7 @@ def create_app(
         await to_thread.run_sync(archives.recount)
         async with new_client(config.upstream_timeout, trusted_hosts(config), resolve) as http:
             upstream = UpstreamClient(
-                Outbound(http, config.upstream_auth),
+                Outbound(http, config.upstream_auth, plain_http=http_upstreams(config)),
                 retries=config.upstream_retries,
                 clock=monotonic,
                 max_document=config.max_metadata_size,

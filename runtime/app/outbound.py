@@ -13,7 +13,8 @@ advisories).
   refused before any connection is attempted, except for hosts the operator configured
   (the upstreams' hosts, SATCHEL_DIST_HOSTS).
 - Credentials (`UpstreamAuth`) go to the first hop's host only, never after a redirect to
-  another host.
+  another host, and only over https, except to an http upstream the operator configured
+  (`plain_http`: its host and port, from SATCHEL_UPSTREAMS).
 - `read_bounded` reads a body up to a bound, never buffering past it.
 
 Every refusal raises `Refused` (its `reason` names the host or address for the log, and
@@ -320,11 +321,18 @@ class Outbound:
     """Requests with redirects followed hop by hop, each hop checked, credentials by host."""
 
     def __init__(
-        self, client: httpx.AsyncClient, auth: UpstreamAuth, max_redirects: int = MAX_REDIRECTS
+        self,
+        client: httpx.AsyncClient,
+        auth: UpstreamAuth,
+        max_redirects: int = MAX_REDIRECTS,
+        plain_http: Iterable[tuple[str, int]] = (),
     ) -> None:
         self.client = client
         self.auth = auth
         self.max_redirects = max_redirects
+        # (host, port) of the http upstreams the operator configured: the only plain-http
+        # hops credentials may go to.
+        self.plain_http = frozenset((h.lower().strip("[]"), p) for h, p in plain_http)
 
     @asynccontextmanager
     async def stream(
@@ -346,7 +354,7 @@ class Outbound:
             sent = dict(headers or {})
             if content is not None:
                 sent["Content-Type"] = "application/x-www-form-urlencoded"
-            if _keeps_credentials(origin, target):
+            if _keeps_credentials(origin, target) and self._secure(target):
                 credential = self.auth.for_host(target.host, target.port)
                 if credential is not None:
                     sent.update(credential.headers)
@@ -366,6 +374,13 @@ class Outbound:
                 method, content = "GET", None
             target = _check_url(urljoin(str(target), location), hosts)
         raise Refused(f"{safe_url(url)}: more than {self.max_redirects} redirects")
+
+    def _secure(self, target: httpx.URL) -> bool:
+        """Whether credentials may go over this hop: https, or an http upstream the
+        operator configured (its host and port)."""
+        if target.scheme == "https":
+            return True
+        return (target.host.lower(), target.port or 80) in self.plain_http
 
 
 def _keeps_credentials(origin: tuple[str, int | None, str], target: httpx.URL) -> bool:

@@ -223,13 +223,17 @@ def servers() -> Iterator[tuple[Recorder, Recorder]]:
 
 
 def fetch(
-    url: str, auth: UpstreamAuth, trusted: list[str], hosts: HostRule | None = None
+    url: str,
+    auth: UpstreamAuth,
+    trusted: list[str],
+    hosts: HostRule | None = None,
+    plain_http: Iterable[tuple[str, int]] = (),
 ) -> tuple[int, bytes]:
     async def main() -> tuple[int, bytes]:
         guard = GuardedBackend(HostRule.of(trusted))
         async with (
             new_client(5, guard, 4) as client,
-            Outbound(client, auth).stream(url, hosts=hosts) as response,
+            Outbound(client, auth, plain_http=plain_http).stream(url, hosts=hosts) as response,
         ):
             return response.status_code, await read_bounded(response, 1000)
 
@@ -244,9 +248,45 @@ def test_credentials_follow_a_redirect_on_their_host_but_never_to_another(
     one.routes["/a"] = (302, {"Location": "/b"}, b"")
     one.routes["/b"] = (301, {"Location": f"{two.url}/c"}, b"")
     two.routes["/c"] = (200, {}, b"done")
-    assert fetch(f"{one.url}/a", auth, ["127.0.0.1", "127.0.0.2"]) == (200, b"done")
+    plain = [("127.0.0.1", one.server_address[1]), ("127.0.0.2", two.server_address[1])]
+    assert fetch(f"{one.url}/a", auth, ["127.0.0.1", "127.0.0.2"], None, plain) == (200, b"done")
     assert one.seen == [("/a", f"Bearer {SECRET}"), ("/b", f"Bearer {SECRET}")]
     assert two.seen == [("/c", None)]
+
+
+def test_credentials_go_over_plain_http_only_to_a_configured_http_upstream() -> None:
+    """`http://api.github.com/...` (a dist URL, a redirect) never gets the token in clear;
+    an http upstream the operator configured (its host and port) does."""
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers.get("Authorization")))
+        return httpx.Response(200, content=b"ok")
+
+    auth = UpstreamAuth(
+        parse_auth_json(
+            json.dumps(
+                {"github-oauth": {"api.github.com": SECRET}, "bearer": {"repo.corp": SECRET}}
+            ),
+            "test",
+        )
+    )
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            outbound = Outbound(client, auth, plain_http=[("repo.corp", 8080)])
+            for url in (
+                "http://api.github.com/repos/a/b/zipball/1",
+                "https://api.github.com/repos/a/b/zipball/1",
+                "http://repo.corp:8080/p2/a/b.json",
+                "http://repo.corp:9090/p2/a/b.json",
+                "http://repo.corp/p2/a/b.json",
+            ):
+                async with outbound.stream(url) as response:
+                    await response.aread()
+
+    run(main)
+    assert [bool(header) for _, header in seen] == [False, True, True, False, False]
 
 
 def test_credentials_are_not_sent_after_a_downgrade_to_http() -> None:
