@@ -15,7 +15,8 @@ advisories).
 - Credentials (`UpstreamAuth`) go to the first hop's host only, never after a redirect to
   another host, and only over https, except to an http upstream the operator configured
   (`plain_http`: its host and port, from SATCHEL_UPSTREAMS).
-- `read_bounded` reads a body up to a bound, never buffering past it.
+- `read_bounded` / `iter_bounded` read a body up to a bound, never buffering past it: the
+  raw bytes, gzip/deflate decompressed here a bounded piece at a time.
 
 Every refusal raises `Refused` (its `reason` names the host or address for the log, and
 the variable that would allow it); nothing here logs.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -391,25 +393,59 @@ def _keeps_credentials(origin: tuple[str, int | None, str], target: httpx.URL) -
     return same and not (scheme == "https" and target.scheme == "http")
 
 
-async def read_bounded(response: httpx.Response, limit: int, setting: str = "") -> bytes:
-    """The (decoded) body, refused with TooLarge as soon as it passes `limit` bytes
-    (`setting`: the variable that sets the bound, for the message)."""
+_DECODED_PIECE = 256 * 1024  # the most one decompression step makes at a time
+_DEFLATED = ("gzip", "x-gzip", "deflate")
+
+
+async def iter_bounded(
+    response: httpx.Response, limit: int, setting: str = "", chunk_size: int | None = None
+) -> AsyncIterator[bytes]:
+    """The decoded body in pieces, refused with TooLarge as soon as it passes `limit` bytes
+    (`setting`: the variable that sets the bound, for the message). The raw bytes are read
+    and a gzip or deflate encoding is decompressed here, at most `_DECODED_PIECE` bytes per
+    step, so a small compressed chunk never inflates past the bound in memory; any other
+    encoding (br, zstd, several) is refused."""
     where = f" ({setting})" if setting else ""
+    url = safe_url(str(response.url))
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(
-            f"{safe_url(str(response.url))}: {declared} bytes, over the bound of {limit}{where}"
-        )
-    chunks: list[bytes] = []
+        raise TooLarge(f"{url}: {declared} bytes, over the bound of {limit}{where}")
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity", *_DEFLATED):
+        raise Refused(f"{url}: Content-Encoding {encoding!r} is not decoded by the mirror")
+    inflate = zlib.decompressobj(wbits=47) if encoding in _DEFLATED else None  # gzip or zlib
     size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
+    raw_seen = False
+
+    def count(piece: bytes) -> bytes:
+        nonlocal size
+        size += len(piece)
         if size > limit:
-            raise TooLarge(
-                f"{safe_url(str(response.url))}: over the bound of {limit} bytes{where}; cut off"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise TooLarge(f"{url}: over the bound of {limit} bytes{where}; cut off")
+        return piece
+
+    async for raw in response.aiter_raw(chunk_size):
+        if inflate is None:
+            yield count(raw)
+            continue
+        raw_seen = raw_seen or bool(raw)
+        pending = raw
+        while pending and not inflate.eof:
+            try:
+                piece = inflate.decompress(pending, min(limit - size + 1, _DECODED_PIECE))
+            except zlib.error as exc:
+                raise httpx.DecodingError(f"{url}: undecodable {encoding} body: {exc}") from None
+            pending = inflate.unconsumed_tail
+            if piece:
+                yield count(piece)
+    if inflate is not None and raw_seen and not inflate.eof:
+        raise httpx.DecodingError(f"{url}: the {encoding} body is cut short")
+
+
+async def read_bounded(response: httpx.Response, limit: int, setting: str = "") -> bytes:
+    """The (decoded) body, refused with TooLarge as soon as it passes `limit` bytes
+    (`setting`: the variable that sets the bound, for the message): `iter_bounded`."""
+    return b"".join([piece async for piece in iter_bounded(response, limit, setting)])
 
 
 __all__ = [
@@ -420,6 +456,7 @@ __all__ = [
     "Outbound",
     "Refused",
     "TooLarge",
+    "iter_bounded",
     "new_client",
     "read_bounded",
     "safe_url",

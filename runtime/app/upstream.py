@@ -33,7 +33,7 @@ from runtime.app.outbound import (
     Outbound,
     Refused,
     Resolver,
-    TooLarge,
+    iter_bounded,
     read_bounded,
     system_resolver,
 )
@@ -136,7 +136,7 @@ class UpstreamClient:
 
         async def once() -> Answer:
             async with self.outbound.stream(
-                url, method=method, headers=headers, data=data
+                url, method=method, headers={**headers, "Accept-Encoding": "gzip"}, data=data
             ) as response:
                 if response.status_code >= 500:
                     raise _ServerError(response.status_code)
@@ -163,7 +163,6 @@ class UpstreamClient:
             sink.seek(0)
             sink.truncate()
             digest = hashlib.sha1(usedforsecurity=False)
-            size = 0
             async with self.outbound.stream(
                 url, headers={"Accept-Encoding": "identity"}, hosts=hosts
             ) as response:
@@ -174,19 +173,10 @@ class UpstreamClient:
                     return False
                 if response.status_code != 200:
                     raise UpstreamError(f"{safe_url(url)} answered HTTP {response.status_code}")
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > self.max_dist:
-                    raise TooLarge(
-                        f"{safe_url(url)}: {declared} bytes, over the bound of"
-                        f" {self.max_dist} (SATCHEL_MAX_DIST_SIZE)"
-                    )
-                async for chunk in response.aiter_bytes(CHUNK):
-                    size += len(chunk)
-                    if size > self.max_dist:
-                        raise TooLarge(
-                            f"{safe_url(url)}: over the bound of {self.max_dist}"
-                            " bytes (SATCHEL_MAX_DIST_SIZE); cut off"
-                        )
+                # Identity was asked for; a gzip/deflate encoding sent anyway is decoded
+                # a bounded piece at a time, any other refused (outbound.iter_bounded).
+                chunks = iter_bounded(response, self.max_dist, "SATCHEL_MAX_DIST_SIZE", CHUNK)
+                async for chunk in chunks:
                     digest.update(chunk)
                     metrics.UPSTREAM_BYTES.labels("dist").inc(len(chunk))
                     # Off the event loop: a spool in the cache dir reserves its bytes under

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
@@ -352,3 +352,94 @@ def test_a_stream_whose_peer_closed_it_answers_none_not_a_crash() -> None:
             raise AttributeError("'NoneType' object has no attribute 'getpeername'")
 
     assert _ClosedSafeStream(Gone()).get_extra_info("ssl_object") is None
+
+
+# -- encoded bodies: decompressed here, never past the bound -------------------------------
+
+
+class _Chunks(httpx.AsyncByteStream):
+    """A body streamed in 64 KiB chunks, as a socket would (not read at construction)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.body), 65536):
+            yield self.body[start : start + 65536]
+
+
+def _encoded(body: bytes, encoding: str = "gzip") -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": encoding}, stream=_Chunks(body))
+
+    return handler
+
+
+def _peak(main: Callable[[], Awaitable[T]]) -> tuple[T | BaseException, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            result: T | BaseException = run(main)
+        except Exception as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_gzip_bomb_is_cut_off_at_the_bound_without_inflating_in_memory() -> None:
+    """32 MiB of zeros, 32 KiB compressed, read with a bound of 100 kB: refused, and never
+    more than a few times the bound held (httpx's own decoding inflated a whole chunk)."""
+    import gzip
+    import zlib
+
+    bomb = gzip.compress(b"\0" * (32 << 20), 9)
+    limit = 100_000
+
+    async def read(handler: Callable[[httpx.Request], httpx.Response]) -> bytes:
+        async with (
+            httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
+            Outbound(client, UpstreamAuth()).stream("https://repo.example/p2/a/b.json") as r,
+        ):
+            return await read_bounded(r, limit)
+
+    result, peak = _peak(lambda: read(_encoded(bomb)))
+    assert isinstance(result, TooLarge), result
+    assert peak < 4 * limit + 4 * len(bomb), peak
+    # An ordinary gzip (or zlib "deflate") document under the bound is decoded.
+    document = b'{"packages": {}}' * 100
+    assert run(lambda: read(_encoded(gzip.compress(document)))) == document
+    assert run(lambda: read(_encoded(zlib.compress(document), "deflate"))) == document
+    with pytest.raises(Refused, match="'br' is not decoded"):
+        run(lambda: read(_encoded(b"x", "br")))
+    with pytest.raises(httpx.DecodingError, match="cut short"):
+        run(lambda: read(_encoded(gzip.compress(document)[:-20])))
+
+
+def test_a_dist_sent_gzip_encoded_though_identity_was_asked_is_decoded_bounded() -> None:
+    import gzip
+    import hashlib
+    import io
+
+    from runtime.app.upstream import OutboundRefused, UpstreamClient
+
+    archive = b"PK\x05\x06" + b"\0" * 18
+    bomb = gzip.compress(b"\0" * (32 << 20), 9)
+
+    async def download(body: bytes, encoding: str = "gzip") -> tuple[bool, bytes]:
+        sink = io.BytesIO()
+        transport = httpx.MockTransport(_encoded(body, encoding))
+        async with httpx.AsyncClient(transport=transport) as client:
+            upstream = UpstreamClient(Outbound(client, UpstreamAuth()), 0, max_dist=100_000)
+            shasum = hashlib.sha1(archive).hexdigest()
+            found = await upstream.download("https://codeload.example/x.zip", sink, shasum)
+            return found, sink.getvalue()
+
+    assert run(lambda: download(gzip.compress(archive))) == (True, archive)
+    result, peak = _peak(lambda: download(bomb))
+    assert isinstance(result, OutboundRefused) and "over the bound" in str(result), result
+    assert peak < 4 * 100_000 + 4 * len(bomb) + (1 << 20), peak
+    with pytest.raises(OutboundRefused, match="not decoded"):
+        run(lambda: download(archive, "br"))
