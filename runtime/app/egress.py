@@ -1,9 +1,12 @@
 """Which hosts the mirror's outbound fetches may reach, from the serve config.
 
-- trusted: the hosts the operator named (each upstream's host, SATCHEL_DIST_HOSTS); they
-  may resolve to private or loopback addresses. Every other host must be public.
-- dist hosts of an upstream: its own host, `DEFAULT_DIST_HOSTS` (where packagist's dists
-  live) and SATCHEL_DIST_HOSTS. A dist URL elsewhere, or a redirect elsewhere, is refused.
+- trusted: the hosts the operator named (each upstream's host on its port only, the hosts of
+  SATCHEL_DIST_HOSTS on any port); they may resolve to private or loopback addresses. Every
+  other host and port must be public (an upstream at `http://10.0.0.5:8080` does not open
+  10.0.0.5:10250).
+- dist hosts of an upstream: its own host and port, `DEFAULT_DIST_HOSTS` (where packagist's
+  dists live) and SATCHEL_DIST_HOSTS. A dist URL elsewhere, or a redirect elsewhere, is
+  refused.
 """
 
 from __future__ import annotations
@@ -11,11 +14,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from runtime.app.config import ServeConfig
-from runtime.app.outbound import DEFAULT_DIST_HOSTS, HostRule
-
-
-def _hostname(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+from runtime.app.outbound import DEFAULT_DIST_HOSTS, HostRule, endpoint
 
 
 def http_upstreams(config: ServeConfig) -> frozenset[tuple[str, int]]:
@@ -29,10 +28,10 @@ def http_upstreams(config: ServeConfig) -> frozenset[tuple[str, int]]:
 
 
 def trusted_hosts(config: ServeConfig) -> HostRule:
-    return HostRule.of([_hostname(u.url) for u in config.upstreams] + list(config.dist_hosts))
+    return HostRule.at(endpoint(u.url) for u in config.upstreams) | HostRule.of(config.dist_hosts)
 
 
 def dist_hosts(config: ServeConfig, alias: str) -> HostRule:
     upstream = config.upstream(alias)
-    own = [_hostname(upstream.url)] if upstream is not None else []
-    return HostRule.of(own + list(DEFAULT_DIST_HOSTS) + list(config.dist_hosts))
+    own = HostRule.at([endpoint(upstream.url)] if upstream is not None else [])
+    return own | HostRule.of(list(DEFAULT_DIST_HOSTS) + list(config.dist_hosts))

@@ -82,22 +82,38 @@ class TooLarge(Refused):
 @dataclass(frozen=True)
 class HostRule:
     """The hosts a fetch may reach (each redirect hop included): exact names, or
-    `*.example.com` for any subdomain."""
+    `*.example.com` for any subdomain, on any port; and `endpoints`, a host on one port
+    only (the upstreams the operator configured)."""
 
     names: frozenset[str]
+    endpoints: frozenset[tuple[str, int]] = frozenset()
 
     @classmethod
     def of(cls, names: Iterable[str]) -> HostRule:
         return cls(frozenset(n.strip().lower().strip("[]") for n in names if n.strip()))
 
-    def allows(self, host: str) -> bool:
+    @classmethod
+    def at(cls, endpoints: Iterable[tuple[str, int]]) -> HostRule:
+        """Hosts on their port only: (host, port)."""
+        return cls(frozenset(), frozenset((h.lower().strip("[]"), p) for h, p in endpoints))
+
+    def allows(self, host: str, port: int | None = None) -> bool:
         host = host.lower().strip("[]")
+        if port is not None and (host, port) in self.endpoints:
+            return True
         if host in self.names:
             return True
         return any(n.startswith("*.") and host.endswith(n[1:]) for n in self.names)
 
     def __or__(self, other: HostRule) -> HostRule:
-        return HostRule(self.names | other.names)
+        return HostRule(self.names | other.names, self.endpoints | other.endpoints)
+
+
+def endpoint(url: str | httpx.URL) -> tuple[str, int]:
+    """(host, port) a URL connects to, the scheme's port when it names none."""
+    parsed = httpx.URL(url) if isinstance(url, str) else url
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return parsed.host.lower().strip("[]"), port
 
 
 def blocked(address: str) -> str | None:
@@ -151,7 +167,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         addresses = await self._addresses(host, port, timeout)
-        trusted = self.trusted.allows(host.strip("[]"))
+        trusted = self.trusted.allows(host.strip("[]"), port)
         refused = [(a, None if trusted else blocked(a)) for a in addresses]
         allowed = [a for a, why in refused if why is None]
         if not allowed:
@@ -311,7 +327,7 @@ def _check_url(url: str, hosts: HostRule | None) -> httpx.URL:
             f"{safe_url(url)} carries credentials in the URL; they are not sent (put them in"
             " COMPOSER_AUTH or SATCHEL_UPSTREAM_AUTH_FILE)"
         )
-    if hosts is not None and not hosts.allows(parsed.host):
+    if hosts is not None and not hosts.allows(*endpoint(parsed)):
         raise Refused(
             f"dist host {parsed.host} is not allowed ({safe_url(url)}); to mirror dists from"
             f" it, add {parsed.host} to SATCHEL_DIST_HOSTS"
@@ -456,6 +472,7 @@ __all__ = [
     "Outbound",
     "Refused",
     "TooLarge",
+    "endpoint",
     "iter_bounded",
     "new_client",
     "read_bounded",

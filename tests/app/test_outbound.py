@@ -443,3 +443,29 @@ def test_a_dist_sent_gzip_encoded_though_identity_was_asked_is_decoded_bounded()
     assert peak < 4 * 100_000 + 4 * len(bomb) + (1 << 20), peak
     with pytest.raises(OutboundRefused, match="not decoded"):
         run(lambda: download(archive, "br"))
+
+
+def test_an_upstream_is_trusted_on_its_own_port_only_and_dist_hosts_on_any() -> None:
+    """A document from `http://10.0.0.5:8080` must not send the mirror to 10.0.0.5:10250
+    (the kubelet); SATCHEL_DIST_HOSTS entries stay host names, any port."""
+    from runtime.app.config import load_serve_config
+    from runtime.app.egress import dist_hosts, trusted_hosts
+
+    config = load_serve_config(
+        {
+            "SATCHEL_UPSTREAMS": "corp=http://10.0.0.5:8080,tls=https://10.0.0.6",
+            "SATCHEL_DIST_HOSTS": "10.0.0.9",
+        }
+    )
+    inner = RecordingBackend()
+    guard = GuardedBackend(trusted_hosts(config), resolver({}), inner=inner)
+    for host, port in (("10.0.0.5", 8080), ("10.0.0.6", 443), ("10.0.0.9", 10250)):
+        with pytest.raises(httpcore.ConnectError):
+            run(lambda: guard.connect_tcp(host, port, timeout=1))  # noqa: B023
+    for host, port in (("10.0.0.5", 10250), ("10.0.0.6", 80)):
+        with pytest.raises(AddressRefused, match="private"):
+            run(lambda: guard.connect_tcp(host, port, timeout=1))  # noqa: B023
+    assert inner.connects == [("10.0.0.5", 8080), ("10.0.0.6", 443), ("10.0.0.9", 10250)]
+    rule = dist_hosts(config, "corp")
+    assert rule.allows("10.0.0.5", 8080) and not rule.allows("10.0.0.5", 10250)
+    assert rule.allows("10.0.0.9", 10250) and rule.allows("codeload.github.com", 443)
