@@ -30,6 +30,8 @@ from runtime.mirror.spool import open_spool
 
 log = logging.getLogger("satchel.mirror")
 
+UNKNOWN_TTL = 5.0  # seconds a dist no stored document names is answered 404 at once
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -63,6 +65,7 @@ class Dists:
         self.documents = documents
         self.upstream = upstream
         self.negative: Expiring[str] = Expiring(negative_ttl, clock)
+        self.unknown: Expiring[str] = Expiring(min(negative_ttl, UNKNOWN_TTL), clock)
         # Dists whose bytes failed their checksum, by (key, url, shasum): not downloaded
         # again for `bad_ttl` (new metadata naming another URL or shasum is tried at once).
         self.bad: Expiring[tuple[str, str, str]] = Expiring(bad_ttl, clock, max_items=10_000)
@@ -77,7 +80,7 @@ class Dists:
         """The dist's stream and validators, or None if neither the mirror nor the upstream
         has it. Raises UpstreamError and StorageError."""
         key = dist_key(alias, name, file)
-        if key in self.negative:
+        if key in self.negative or key in self.unknown:
             return None
         stream = await self._open_stored(key)
         outcome = "stored"
@@ -85,8 +88,12 @@ class Dists:
             async with self._locks.setdefault(key, asyncio.Lock()):
                 stream = await self._open_stored(key)  # fetched while we waited
                 if stream is None:
-                    if not await self._mirror(alias, name, file, key):
-                        self.negative.add(key)
+                    mirrored = await self._mirror(alias, name, file, key)
+                    if mirrored is not True:
+                        # The upstream said 404: for the negative TTL. The mirror's own
+                        # state did not name it (an invented name, or a storage that
+                        # answered "not found" for a moment): only briefly.
+                        (self.negative if mirrored is False else self.unknown).add(key)
                         return None
                     stream = await self._open_stored(key)
                     outcome = "miss"
@@ -99,10 +106,12 @@ class Dists:
     async def _open_stored(self, key: str) -> BinaryIO | None:
         return await self.stored.open(key)
 
-    async def _mirror(self, alias: str, name: str, file: str, key: str) -> bool:
+    async def _mirror(self, alias: str, name: str, file: str, key: str) -> bool | None:
+        """True: mirrored; False: the upstream has no such file; None: no stored p2
+        document names this dist."""
         dist = await self.documents.find_dist(alias, name, file)
         if dist is None:
-            return False
+            return None
         bad = (key, dist.url, dist.shasum or "")
         if bad in self.bad:
             raise ChecksumMismatch(

@@ -22,6 +22,7 @@ import pytest
 
 from infra.local.composer_repo import ComposerRepo, standard_repo
 from infra.local.target import LocalTarget
+from runtime.app.health import REMEMBER_SECONDS
 from runtime.settings import ADVISORY_VAR, MANDATORY_VAR
 from tests.app.processes import ServeProcess
 from tests.conftest import running_target
@@ -171,7 +172,7 @@ def test_two_processes_under_load_survive_every_dependency_failing(
 
         at(2, "storage killed")
         chaos_target.stop_storage(crash=True)
-        at(5, "storage restarting")
+        at(6, "storage restarting")
         chaos_target.start_storage()
         events["storage back"] = time.monotonic()  # SeaweedFS answers again
         at(9, "upstream stopped")
@@ -216,10 +217,12 @@ def test_two_processes_under_load_survive_every_dependency_failing(
     assert not [a for a in answers if not a.right], "a wrong byte was served"
     assert {a.status for a in answers if a.kind in ("warm-p2", "warm-dist")} == {200}
     assert all(a.seconds < FAIL_FAST for a in answers if a.status != 200)
+    # Asked once readiness's memory (REMEMBER_SECONDS) of the storage being up had passed:
+    killed, back = events["storage killed"], events["storage restarting"]
     down = [
         a
         for a in answers
-        if a.kind == "readyz" and events["storage killed"] + 2.5 < a.at < events["storage back"]
+        if a.kind == "readyz" and killed + REMEMBER_SECONDS + 0.5 < a.at - a.seconds < back
     ]
     assert down and {a.status for a in down} == {503}  # readiness tracks the storage
     assert storage_recovery is not None and storage_recovery < 5
