@@ -123,7 +123,7 @@ class Advisories:
                 self.hot.put(f"{alias}/{name}", entry)
             return known, "stored"
         try:
-            fetched = await self._fetch(api, stale)
+            fetched = await self._fetch(alias, api, stale)
         except (UpstreamError, ValueError) as exc:
             lacking = [n for n in stale if n not in stored]
             if lacking:
@@ -143,13 +143,16 @@ class Advisories:
             self.hot.put(f"{alias}/{name}", known[name])
         return known, "miss"
 
-    async def _fetch(self, api: str, names: list[str]) -> dict[str, list[Any]]:
+    async def _fetch(self, alias: str, api: str, names: list[str]) -> dict[str, list[Any]]:
+        """The upstream's answers, from its own host and port only (the names asked never
+        go elsewhere, whatever its packages.json says)."""
+        hosts = self.documents.own_hosts(alias)
         out: dict[str, list[Any]] = {}
         separator = "&" if "?" in api else "?"
         for start in range(0, len(names), BATCH):
             batch = names[start : start + BATCH]
             query = urlencode([("packages[]", n) for n in batch])
-            answer = await self.upstream.fetch(f"{api}{separator}{query}")
+            answer = await self.upstream.fetch(f"{api}{separator}{query}", hosts=hosts)
             if answer.status != 200:
                 raise UpstreamError(f"the advisories API answered {answer.status}")
             try:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 from runtime.app.composer import p2_path, split_p2_file
+from runtime.app.outbound import HostRule
 from runtime.app.upstream import UpstreamClient, UpstreamError
 from runtime.repository.names import is_package_name
 
@@ -33,9 +34,15 @@ MAX_TRACKED = 100_000  # changed paths remembered; beyond, a resync (everything 
 
 class ChangesFeed:
     def __init__(
-        self, url: str, upstream: UpstreamClient, interval: float, clock: Callable[[], float]
+        self,
+        url: str,
+        upstream: UpstreamClient,
+        interval: float,
+        clock: Callable[[], float],
+        hosts: HostRule | None = None,
     ) -> None:
         self.url = url
+        self.hosts = hosts  # the upstream's own (egress.own_hosts)
         self.upstream = upstream
         self.interval = interval
         self.clock = clock
@@ -72,7 +79,7 @@ class ChangesFeed:
             self.reads += 1
             try:
                 answer = await self.upstream.fetch(
-                    f"{self.url}{separator}{urlencode({'since': since})}"
+                    f"{self.url}{separator}{urlencode({'since': since})}", hosts=self.hosts
                 )
                 if answer.status != 200:
                     raise UpstreamError(f"the changes feed answered HTTP {answer.status}")

@@ -39,7 +39,9 @@ from runtime.app.composer import (
     split_p2_file,
 )
 from runtime.app.config import ServeConfig
+from runtime.app.egress import own_hosts
 from runtime.app.http import Encoded
+from runtime.app.outbound import HostRule
 from runtime.app.state import UpstreamState, document_key, state_key
 from runtime.app.upstream import UpstreamClient, UpstreamError, Validators, safe_url
 from runtime.mirror import MetadataEntry, MirrorStore
@@ -106,6 +108,7 @@ class Documents:
         self.negative: Expiring[str] = Expiring(config.negative_ttl, clock)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.feeds: dict[str, ChangesFeed] = {}  # alias -> its changes feed, when it has one
+        self._own_hosts: dict[str, HostRule] = {}
 
     async def get(self, alias: str, path: str) -> Lookup:
         """The document, refreshed as needed. Raises UpstreamUnavailable and StorageError."""
@@ -140,9 +143,20 @@ class Documents:
         info = lookup.doc.root()
         if info.changes_url is not None and alias not in self.feeds:
             self.feeds[alias] = ChangesFeed(
-                info.changes_url, self.upstream, self.config.changes_interval, self.clock
+                info.changes_url,
+                self.upstream,
+                self.config.changes_interval,
+                self.clock,
+                self.own_hosts(alias),
             )
         return info
+
+    def own_hosts(self, alias: str) -> HostRule:
+        """Where the upstream's metadata-url, api-url and changes feed may be fetched."""
+        rule = self._own_hosts.get(alias)
+        if rule is None:
+            rule = self._own_hosts[alias] = own_hosts(self.config, alias)
+        return rule
 
     async def find_dist(self, alias: str, name: str, file: str) -> Dist | None:
         """Where the upstream serves a dist the mirror advertised (from the p2 states)."""
@@ -210,7 +224,9 @@ class Documents:
         validators = doc.state.validators if doc is not None and doc.state is not None else None
         try:
             url = await self._upstream_url(alias, path)
-            answer = await self.upstream.fetch(url, validators)
+            # p2 documents (metadata-url) only from the upstream's own host and port.
+            hosts = None if path == ROOT else self.own_hosts(alias)
+            answer = await self.upstream.fetch(url, validators, hosts=hosts)
             if answer.status == 304 and validators is None:
                 raise UpstreamError(f"{safe_url(url)} answered 304 to an unconditional request")
             if answer.status == 200:  # parsing a big p2 file would stall the event loop

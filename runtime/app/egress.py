@@ -31,6 +31,27 @@ def trusted_hosts(config: ServeConfig) -> HostRule:
     return HostRule.at(endpoint(u.url) for u in config.upstreams) | HostRule.of(config.dist_hosts)
 
 
+# Hosts run by an upstream's own operator that its packages.json names for `api-url` and
+# `metadata-changes-url`: repo.packagist.org points both at packagist.org.
+COMPANION_HOSTS: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {
+    ("repo.packagist.org", 443): (("packagist.org", 443),),
+}
+OWN_HOSTS_HINT = (
+    "an upstream's metadata-url, api-url and metadata-changes-url are fetched from its own"
+    " host and port only (its credentials and the package names asked stay there), and its"
+    " packages.json points elsewhere; not fetched"
+)
+
+
+def own_hosts(config: ServeConfig, alias: str) -> HostRule:
+    """Where an upstream's metadata-url, api-url and metadata-changes-url may be fetched
+    from (every redirect hop too): its own host and port (and `COMPANION_HOSTS`)."""
+    upstream = config.upstream(alias)
+    assert upstream is not None, f"unknown alias {alias}"
+    own = endpoint(upstream.url)
+    return HostRule(frozenset(), frozenset([own, *COMPANION_HOSTS.get(own, ())]), OWN_HOSTS_HINT)
+
+
 def dist_hosts(config: ServeConfig, alias: str) -> HostRule:
     upstream = config.upstream(alias)
     own = HostRule.at([endpoint(upstream.url)] if upstream is not None else [])

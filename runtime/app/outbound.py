@@ -32,7 +32,7 @@ import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -87,6 +87,7 @@ class HostRule:
 
     names: frozenset[str]
     endpoints: frozenset[tuple[str, int]] = frozenset()
+    hint: str = field(default="", compare=False)  # why a host is refused, when not a dist
 
     @classmethod
     def of(cls, names: Iterable[str]) -> HostRule:
@@ -106,7 +107,9 @@ class HostRule:
         return any(n.startswith("*.") and host.endswith(n[1:]) for n in self.names)
 
     def __or__(self, other: HostRule) -> HostRule:
-        return HostRule(self.names | other.names, self.endpoints | other.endpoints)
+        return HostRule(
+            self.names | other.names, self.endpoints | other.endpoints, self.hint or other.hint
+        )
 
 
 def endpoint(url: str | httpx.URL) -> tuple[str, int]:
@@ -328,6 +331,9 @@ def _check_url(url: str, hosts: HostRule | None) -> httpx.URL:
             " COMPOSER_AUTH or SATCHEL_UPSTREAM_AUTH_FILE)"
         )
     if hosts is not None and not hosts.allows(*endpoint(parsed)):
+        if hosts.hint:
+            host, port = endpoint(parsed)
+            raise Refused(f"{host}:{port} is not allowed ({safe_url(url)}): {hosts.hint}")
         raise Refused(
             f"dist host {parsed.host} is not allowed ({safe_url(url)}); to mirror dists from"
             f" it, add {parsed.host} to SATCHEL_DIST_HOSTS"

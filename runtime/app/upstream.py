@@ -129,14 +129,20 @@ class UpstreamClient:
         *,
         method: str = "GET",
         data: dict[str, str] | list[tuple[str, str]] | None = None,
+        hosts: HostRule | None = None,
     ) -> Answer:
         """One document (at most `max_document` bytes), conditionally when `validators`
-        are given; `method`/`data` for a form POST (the advisories API)."""
+        are given; `method`/`data` for a form POST (the advisories API); every hop's host
+        and port in `hosts` (None: any)."""
         headers = validators.headers() if validators else {}
 
         async def once() -> Answer:
             async with self.outbound.stream(
-                url, method=method, headers={**headers, "Accept-Encoding": "gzip"}, data=data
+                url,
+                method=method,
+                headers={**headers, "Accept-Encoding": "gzip"},
+                data=data,
+                hosts=hosts,
             ) as response:
                 if response.status_code >= 500:
                     raise _ServerError(response.status_code)

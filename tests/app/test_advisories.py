@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -110,3 +111,38 @@ def test_private_packages_are_never_sent_upstream(
     assert (
         mirror.client.post("/api/security-advisories/", content="", headers=FORM).status_code == 400
     )
+
+
+def test_metadata_advisories_and_the_feed_are_fetched_from_the_upstreams_own_host_only(
+    make_mirror: MakeMirror,
+    mirror_env: dict[str, str],
+    repo: ComposerRepo,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An upstream whose packages.json points metadata-url, api-url and metadata-changes-url
+    at another host:port (here one the address guard would let through): never asked, so
+    credentials and the package names asked stay with the upstream; a clear log instead."""
+    elsewhere = packagist_repo().start()
+    original = repo.root_document
+
+    def pointing() -> dict[str, Any]:
+        root = original()
+        root["metadata-url"] = f"{elsewhere.url}/p2/%package%.json"
+        root["metadata-changes-url"] = f"{elsewhere.url}/metadata/changes.json"
+        root["security-advisories"]["api-url"] = f"{elsewhere.url}/api/security-advisories/"
+        return root
+
+    monkeypatch.setattr(repo, "root_document", pointing)
+    try:
+        mirror = make_mirror(mirror_env, SATCHEL_DIST_HOSTS="127.0.0.1")
+        assert mirror.get("/packages.json").status_code == 200
+        assert mirror.get("/p2/acme/log.json").status_code == 502
+        response = mirror.client.post(
+            "/api/security-advisories/", content="packages[]=acme/log", headers=FORM
+        )
+        assert response.status_code == 502
+        assert sum(elsewhere.requests.values()) == 0
+        assert "fetched from its own host and port only" in caplog.text
+    finally:
+        elsewhere.stop()
