@@ -122,8 +122,15 @@ def endpoint(url: str | httpx.URL) -> tuple[str, int]:
 def blocked(address: str) -> str | None:
     """Why connecting to `address` is refused, or None for a public address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv4 inside IPv6: mapped (::ffff:a.b.c.d), 6to4 (2002:AABB:CCDD::) and Teredo
+        # (2001:0::, the client's address): judged as the IPv4 address they reach.
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip.teredo is not None:
+            ip = ip.teredo[1]
     for reason, hit in (
         ("unspecified", ip.is_unspecified),
         ("loopback", ip.is_loopback),

@@ -58,6 +58,10 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         ("::", "unspecified"),
         ("100.64.0.1", "not a global address"),  # shared address space (EKS custom networking)
         ("::ffff:10.0.0.1", "private"),  # an IPv4-mapped private address
+        ("2002:a9fe:a9fe::1", "link-local"),  # 6to4 of 169.254.169.254
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private"),  # Teredo, client 10.0.0.1
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # Teredo, client 127.0.0.1
         ("240.0.0.1", "reserved"),
     ],
 )
