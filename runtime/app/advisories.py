@@ -6,7 +6,8 @@ For each package and upstream, the answer is kept in mirror_meta
 worker's memory, `SATCHEL_ADVISORIES_TTL` seconds; then the upstream is asked again, in
 batches (the GET form `?packages[]=...` that packagist also accepts). When it fails, the
 stored answer is served however old; a package with no stored answer from an upstream that
-failed makes the request fail (502): "no advisories" must never be said by mistake.
+failed, or an upstream whose packages.json cannot be fetched and is not stored, makes the
+request fail (502, with a request id): "no advisories" must never be said by mistake.
 Private packages have none and are never sent upstream.
 """
 
@@ -36,7 +37,10 @@ MAX_NAMES = 5000  # per client request
 
 
 class AdvisoriesUnavailable(Exception):
-    """An upstream failed and nothing is stored for some of the names it could answer."""
+    """An upstream failed and nothing is stored for some of the names it could answer (or
+    for its packages.json). The message is for the log; `public` is what a client is told."""
+
+    public = "an upstream failed and nothing is stored to answer from"
 
 
 def advisories_key(alias: str, name: str) -> str:
@@ -81,8 +85,15 @@ class Advisories:
         for alias in aliases:
             try:
                 root = await self.documents.root(alias)
-            except UpstreamUnavailable:
-                continue  # no packages.json at all: it serves nothing, advisories neither
+            except UpstreamUnavailable as exc:
+                if not public:
+                    continue
+                # Its packages.json cannot be fetched and none is stored: whether it has
+                # advisories is unknown, never "none".
+                raise AdvisoriesUnavailable(
+                    f"upstream {alias!r}: no packages.json (unreachable, none stored), so its"
+                    f" advisories are unknown: {exc}"
+                ) from exc
             if root.advisories_url is None:
                 continue
             asked = [n for n in public if root.allows(n)]

@@ -186,14 +186,15 @@ def render_root(
     every upstream restricts itself; then the private ones join them.
 
     With `advisories_url` (the mirror's own API), `security-advisories` is advertised when
-    an upstream offers advisories; `metadata: true` only when every known upstream's p2
-    files carry them (Composer then reads them there, and asks the API for the rest)."""
+    an upstream offers advisories, or while one is not known yet (its API then answers 502,
+    never "none"); `metadata: true` only when every known upstream's p2 files carry them
+    (Composer then reads them there, and asks the API for the rest)."""
     document: dict[str, Any] = {"packages": [], "metadata-url": metadata_url}
     known_roots = [root for root in roots if root is not None]
     offered = [r for r in known_roots if r.advisories_url or r.advisories_metadata]
-    if advisories_url is not None and offered:
+    if advisories_url is not None and (offered or len(known_roots) < len(roots)):
         document["security-advisories"] = {
-            "metadata": all(r.advisories_metadata for r in known_roots),
+            "metadata": bool(known_roots) and all(r.advisories_metadata for r in known_roots),
             "api-url": advisories_url,
         }
     if roots and all(root is not None and root.restricted for root in roots):

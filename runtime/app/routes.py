@@ -267,7 +267,7 @@ async def security_advisories(request: Request) -> Response:
         body, etag, outcome = await mirror.advisories.answer(aliases, names, private)
     except AdvisoriesUnavailable as exc:
         note_cache(request.scope, "down")
-        return error(502, f"security advisories unavailable: {exc}")
+        return upstream_failure(request, exc, "the security advisories")
     except StorageError as exc:
         return error(503, str(exc))
     note_cache(request.scope, outcome)

@@ -146,3 +146,23 @@ def test_metadata_advisories_and_the_feed_are_fetched_from_the_upstreams_own_hos
         assert "fetched from its own host and port only" in caplog.text
     finally:
         elsewhere.stop()
+
+
+def test_an_upstream_never_reached_makes_advisories_unknown_not_none(
+    make_mirror: MakeMirror, mirror_env: dict[str, str], repo: ComposerRepo
+) -> None:
+    """Its packages.json cannot be fetched and none is stored: a 502 with a request id, never
+    200 `[]`; packages.json keeps advertising the API (Composer would otherwise skip it)."""
+    repo.fail_with = 503
+    mirror = make_mirror(mirror_env)
+    response = mirror.client.post(
+        "/api/security-advisories/", content="packages[]=acme/log", headers=FORM
+    )
+    assert response.status_code == 502, response.text
+    assert response.json()["request_id"] in response.json()["error"]
+    root = mirror.get("/packages.json").json()
+    assert root["security-advisories"] == {
+        "metadata": False,
+        "api-url": f"{BASE}/api/security-advisories/",
+    }
+    repo.fail_with = None
