@@ -22,7 +22,7 @@ from runtime.app.documents import Documents
 from runtime.app.egress import dist_hosts
 from runtime.app.objects import CachedObjects
 from runtime.app.outbound import HostRule, safe_url
-from runtime.app.upstream import ChecksumMismatch, UpstreamClient
+from runtime.app.upstream import ChecksumMismatch, OutboundRefused, UpstreamClient
 from runtime.errors import BackendUnavailable, NotFound
 from runtime.mirror import MirrorStore
 from runtime.mirror.filecache import validators_of
@@ -66,9 +66,12 @@ class Dists:
         self.upstream = upstream
         self.negative: Expiring[str] = Expiring(negative_ttl, clock)
         self.unknown: Expiring[str] = Expiring(min(negative_ttl, UNKNOWN_TTL), clock)
-        # Dists whose bytes failed their checksum, by (key, url, shasum): not downloaded
-        # again for `bad_ttl` (new metadata naming another URL or shasum is tried at once).
+        # Dists whose bytes failed their checksum, or that the outbound policy refused (too
+        # large, a host or address not allowed, an encoding), by (key, url, shasum): not
+        # downloaded again for `bad_ttl` (new metadata naming another URL or shasum is tried
+        # at once). `why`: the refusal's (reason, public), to say it again.
         self.bad: Expiring[tuple[str, str, str]] = Expiring(bad_ttl, clock, max_items=10_000)
+        self.why: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._hosts: dict[str, HostRule] = {}
         # Dists are immutable: validators seen once answer later conditional requests
         # without opening the object again.
@@ -114,6 +117,13 @@ class Dists:
             return None
         bad = (key, dist.url, dist.shasum or "")
         if bad in self.bad:
+            if bad in self.why:
+                reason, public = self.why[bad]
+                raise OutboundRefused(
+                    f"{key}: {safe_url(dist.url)} was refused less than {self.bad.ttl:g} s ago"
+                    f" ({reason}); not downloaded again until then",
+                    public,
+                )
             raise ChecksumMismatch(
                 f"{key}: {safe_url(dist.url)} failed its checksum {dist.shasum} less than"
                 f" {self.bad.ttl:g} s ago; not downloaded again until then"
@@ -130,6 +140,13 @@ class Dists:
                 found = await self.upstream.download(dist.url, spool, dist.shasum, hosts)
             except ChecksumMismatch:
                 self.bad.add(bad)
+                self.why.pop(bad, None)
+                raise
+            except OutboundRefused as exc:
+                self.bad.add(bad)
+                if len(self.why) >= 10_000:  # bounded like `bad`
+                    self.why.clear()
+                self.why[bad] = (str(exc), exc.public)
                 raise
             except OSError as exc:  # the spool is full or unwritable
                 raise BackendUnavailable(f"cannot spool the download: {exc}", key=key) from exc

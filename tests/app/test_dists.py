@@ -134,6 +134,18 @@ def test_a_dist_whose_bytes_do_not_match_the_shasum_is_refused_and_not_stored(
     assert list(storages.mirror_dist.list(path.removeprefix("/dists/").rsplit("/", 1)[0])) == []
 
 
+def test_a_dist_refused_as_too_large_is_remembered_not_downloaded_on_every_request(
+    make_mirror: MakeMirror, env: dict[str, str], repo: ComposerRepo
+) -> None:
+    mirror = make_mirror(env, SATCHEL_MAX_DIST_SIZE="10")
+    path = dist_path(mirror, "acme/log", "1.0.0")
+    for _ in range(3):
+        response = mirror.get(path)
+        assert response.status_code == 502
+        assert "larger than the mirror accepts" in response.json()["error"]
+        assert repo.requests["/dists/acme/log/1.0.0.zip"] == 1  # asked once, then remembered
+
+
 def test_a_head_request_sends_the_headers_without_the_body(
     make_mirror: MakeMirror, env: dict[str, str], repo: ComposerRepo
 ) -> None:
