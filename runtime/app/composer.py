@@ -7,6 +7,7 @@ puts the base in when serving, so one stored copy serves any host name or sub-pa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -134,6 +135,7 @@ class RootInfo:
         return self.metadata_url.replace("%package%", f"{name}{'~dev' if dev else ''}")
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every /p2 request: compile each glob once
 def _pattern(glob: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(glob).replace(r"\*", ".*") + r"\Z", re.IGNORECASE)
 

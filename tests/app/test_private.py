@@ -8,7 +8,8 @@ import base64
 import hashlib
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,22 @@ def bearer(token: str) -> dict[str, str]:
 def put(mirror: Mirror, path: str, token: str | None, **kwargs: Any) -> Any:
     headers = bearer(token) if token else {}
     return mirror.client.put(path, headers=headers, **kwargs)
+
+
+@contextmanager
+def published(
+    mirror: Mirror, env: dict[str, str], tokens: dict[str, str], name: str, version: str
+) -> Iterator[None]:
+    """`name` published privately for the `with` block (names shared with the upstream
+    fixture: the bucket is shared by the tests, so it is unpublished after)."""
+    upload = f"/packages/upload/{name}/{version}"
+    answer = put(mirror, upload, tokens["publish"], content=package_zip(name))
+    assert answer.status_code in (200, 201), answer.text
+    try:
+        yield
+    finally:
+        storages = runtime.open_storages(runtime.load_settings(env))
+        Repository(storages.packages, storages.artifacts).unpublish(name, version)
 
 
 def versions(mirror: Mirror, name: str, token: str) -> dict[str, dict[str, Any]]:
@@ -228,14 +245,7 @@ def test_a_private_name_is_never_looked_up_upstream(
     repo.add("acme/util", "9.9.9")
     mirror = make_mirror(mirror_env, SATCHEL_PRIVATE_VENDORS="acme")
     before = Counter(repo.requests)
-    answer = put(
-        mirror,
-        "/packages/upload/acme/util/0.5.0",
-        tokens["publish"],
-        content=package_zip("acme/util"),
-    )
-    assert answer.status_code in (200, 201)
-    try:
+    with published(mirror, mirror_env, tokens, "acme/util", "0.5.0"):
         assert list(versions(mirror, "acme/util", tokens["read"])) == ["0.5.0"]
         assert (
             mirror.client.get("/p2/acme/log.json", headers=basic(tokens["read"])).status_code == 404
@@ -243,11 +253,6 @@ def test_a_private_name_is_never_looked_up_upstream(
         assert mirror.get("/p2/acme/log.json").status_code == 401  # not even a 404 to strangers
         asked = {path for path in Counter(repo.requests) - before if "/p2/" in path}
         assert asked == set()
-    finally:
-        storages = runtime.open_storages(runtime.load_settings(mirror_env))
-        from runtime.repository import Repository
-
-        Repository(storages.packages, storages.artifacts).unpublish("acme/util", "0.5.0")
 
 
 def test_another_instance_sees_a_new_version_and_a_revocation_within_the_ttl(
@@ -381,16 +386,6 @@ def test_a_name_published_privately_is_no_longer_served_from_the_mirror(
     mirror = make_mirror(mirror_env)
     public = mirror.get("/p2/acme/log.json").json()["packages"]["acme/log"][0]["dist"]["url"]
     assert mirror.get(public.removeprefix(BASE)).status_code == 200
-    upload = put(
-        mirror,
-        "/packages/upload/acme/log/0.1.0",
-        tokens["publish"],
-        content=package_zip("acme/log"),
-    )
-    assert upload.status_code in (200, 201)
-    try:
+    with published(mirror, mirror_env, tokens, "acme/log", "0.1.0"):
         assert mirror.get(public.removeprefix(BASE)).status_code == 404
         assert list(versions(mirror, "acme/log", tokens["read"])) == ["0.1.0"]
-    finally:
-        storages = runtime.open_storages(runtime.load_settings(mirror_env))
-        Repository(storages.packages, storages.artifacts).unpublish("acme/log", "0.1.0")
