@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.httpsession import URLLib3Session
 
 from infra.config import load_stack_config
 from infra.local.seaweedfs import AdminIdentity, SeaweedFS
@@ -90,6 +91,30 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield mount
     for target in reversed(mounted):
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.fixture
+def lying_checksum() -> Iterator[Callable[[Any, str], None]]:
+    """`lie(client, crc32)`: the client's GETs get the real server's answer, body untouched,
+    with `crc32` (base64) as the object's CRC32 header: a body that no longer matches the
+    checksum it was stored with, as botocore sees it."""
+    session = URLLib3Session()
+    hooked: list[Any] = []
+
+    def lie(client: Any, crc32: str) -> None:
+        def send(request: Any, **_: Any) -> Any:
+            response = session.send(request)
+            if "x-amz-checksum-crc32" in response.headers:
+                response.headers["x-amz-checksum-crc32"] = crc32
+            return response
+
+        client.meta.events.register("before-send.s3.GetObject", send)
+        hooked.append((client, send))
+
+    yield lie
+    for client, send in hooked:
+        client.meta.events.unregister("before-send.s3.GetObject", send)
+    session.close()
 
 
 @contextmanager

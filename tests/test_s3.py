@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import secrets
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,11 @@ class Requests:
 
     def __call__(self, request: Any, event_name: str, **_: Any) -> None:
         operation = event_name.rsplit(".", 1)[-1]
-        self.sent.append((operation, {k.lower(): str(v) for k, v in request.headers.items()}))
+        headers = {
+            k.lower(): v.decode() if isinstance(v, bytes) else str(v)
+            for k, v in request.headers.items()
+        }
+        self.sent.append((operation, headers))
 
     @property
     def operations(self) -> list[str]:
@@ -99,14 +105,102 @@ def test_writes_never_send_an_acl(s3: Storage, requests: Requests) -> None:
     assert not [h for _, h in requests.sent if any(k.startswith("x-amz-acl") for k in h)]
 
 
-def test_custom_endpoints_send_no_flexible_checksums(s3: Storage, requests: Requests) -> None:
-    """S3-compatible servers get plain bodies: no aws-chunked encoding, no CRC trailers."""
+def _crc32(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def test_custom_endpoints_get_plain_bodies_with_a_precomputed_crc32_header(
+    s3: Storage, requests: Requests
+) -> None:
+    """S3-compatible servers get plain bodies (no aws-chunked encoding, no trailers), each
+    with its CRC32 in a header; a multipart upload's completion carries the whole object's."""
+    payload = secrets.token_bytes(MULTIPART_THRESHOLD + 1)
     s3.write("a", b"x")
-    s3.write("b", io.BytesIO(secrets.token_bytes(MULTIPART_THRESHOLD + 1)))
+    s3.write("b", io.BytesIO(payload))
     for operation, headers in requests.sent:
         assert "x-amz-trailer" not in headers, operation
         assert "aws-chunked" not in headers.get("content-encoding", ""), operation
-        assert not [k for k in headers if k.startswith("x-amz-checksum-")], operation
+    sent = [(op, headers.get("x-amz-checksum-crc32")) for op, headers in requests.sent]
+    parts = sorted(sent[2:-1])  # uploaded concurrently: in any order
+    assert sent[:2] == [("PutObject", _crc32(b"x")), ("CreateMultipartUpload", None)]
+    assert parts == sorted(
+        [
+            ("UploadPart", _crc32(payload[:MULTIPART_THRESHOLD])),
+            ("UploadPart", _crc32(payload[MULTIPART_THRESHOLD:])),
+        ]
+    )
+    assert sent[-1] == ("CompleteMultipartUpload", _crc32(payload))
+    create, complete = requests.sent[1][1], requests.sent[-1][1]
+    assert create["x-amz-checksum-algorithm"] == "CRC32"
+    assert create["x-amz-checksum-type"] == complete["x-amz-checksum-type"] == "FULL_OBJECT"
+
+
+@pytest.mark.parametrize("how", ["bytes", "short stream", "multipart stream", "create"])
+def test_every_object_written_carries_a_full_object_crc32_that_gets_return_and_validate(
+    s3: Storage, seaweed: SeaweedFS, how: str
+) -> None:
+    size = 2 * MULTIPART_THRESHOLD + 5 if how == "multipart stream" else 1000
+    payload = secrets.token_bytes(size)
+    key = f"checked-{how.replace(' ', '-')}"
+    if how == "bytes":
+        s3.write(key, payload)
+    elif how == "create":
+        s3.create(key, payload)
+    else:
+        s3.write(key, io.BytesIO(payload))
+    fetched = s3.get(key)
+    assert fetched.info is not None and fetched.stream is not None
+    with fetched.stream:
+        assert fetched.stream.read() == payload
+    assert fetched.info.checksum == f"CRC32:{_crc32(payload)}"
+    assert fetched.info.checksum_validated  # botocore checks the body against it
+    head = seaweed.admin_client().head_object(
+        Bucket=seaweed.bucket, Key=f"{s3.prefix}/{key}", ChecksumMode="ENABLED"
+    )
+    assert head["ChecksumCRC32"] == _crc32(payload)
+    if how == "multipart stream":
+        assert head["ChecksumType"] == "FULL_OBJECT" and head["ETag"].endswith('-3"')
+
+
+def test_a_body_that_does_not_match_its_checksum_fails_the_read_at_its_end(
+    s3: Storage, lying_checksum: Any
+) -> None:
+    payload = secrets.token_bytes(3 * 1024 * 1024)
+    s3.write("lied-about", payload)
+    lying_checksum(s3.adapter.client, _crc32(b"other bytes"))
+    with s3.open("lied-about") as stream, pytest.raises(BackendUnavailable, match="checksum"):
+        stream.read()
+
+
+class _FailingStream(io.RawIOBase):
+    """MULTIPART_THRESHOLD + 1 bytes, then an error of the caller's own."""
+
+    def __init__(self) -> None:
+        self.given = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.given > MULTIPART_THRESHOLD:
+            raise ValueError("the source broke")
+        n = min(len(buffer), MULTIPART_THRESHOLD + 1 - self.given)
+        buffer[:n] = bytes(n)
+        self.given += n
+        return n
+
+
+def test_a_multipart_upload_whose_source_fails_is_aborted_with_the_sources_error(
+    s3: Storage, seaweed: SeaweedFS, requests: Requests
+) -> None:
+    with pytest.raises(ValueError, match="the source broke"):
+        s3.write("half.bin", io.BufferedReader(_FailingStream()))
+    assert requests.operations[-1] == "AbortMultipartUpload"
+    assert not s3.exists("half.bin")
+    uploads = seaweed.admin_client().list_multipart_uploads(
+        Bucket=seaweed.bucket, Prefix=f"{s3.prefix}/half.bin"
+    )
+    assert not uploads.get("Uploads")
 
 
 def test_aws_default_checksums_can_be_chosen_and_seaweedfs_verifies_them(

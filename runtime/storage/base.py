@@ -25,6 +25,10 @@ class ObjectInfo:
     # ("AES256", "aws:kms", "aws:kms:dsse", "SSE-C"): what tells whether the ETag is an MD5.
     checksum: str | None = None
     encryption: str | None = None
+    # True when the GET's own body stream validates `checksum` as it is read (botocore does,
+    # with ChecksumMode=ENABLED): a body that does not match it raises at its end, so a
+    # reader that reads to the end needs no hash of its own.
+    checksum_validated: bool = False
 
 
 @dataclass(frozen=True)

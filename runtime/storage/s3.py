@@ -3,26 +3,38 @@
 Request economy: `read` is one GET, `exists`/`stat` one HEAD, `write` one PUT (a stream over
 the multipart threshold: one multipart upload), `delete` one DELETE. No ACL is ever sent:
 buckets with object ownership enforced reject ACL headers.
+
+Every object written carries a CRC32 of its bytes, computed here and sent as a plain
+`x-amz-checksum-crc32` header (a multipart upload: each part's, and the whole object's as a
+FULL_OBJECT checksum at completion). S3 checks it on arrival, stores it and returns it to a
+GET with `ChecksumMode=ENABLED`, where botocore validates the body against it as it is read:
+a reader of our own objects never needs a hash of its own. A precomputed header is not the
+aws-chunked trailer form that `runtime.aws` keeps away from S3-compatible servers.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import io
 import time
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO, NoReturn
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
     CredentialRetrievalError,
+    FlexibleChecksumError,
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.httpchecksum import StreamingChecksumBody
 
 from runtime.credentials import ResolvedCredentials
 from runtime.errors import (
@@ -34,12 +46,9 @@ from runtime.errors import (
 )
 from runtime.storage.base import Body, Fetched, ObjectInfo
 
-MULTIPART_THRESHOLD = 16 * 1024 * 1024
-TRANSFER = TransferConfig(
-    multipart_threshold=MULTIPART_THRESHOLD,
-    multipart_chunksize=MULTIPART_THRESHOLD,
-    max_concurrency=4,
-)
+MULTIPART_THRESHOLD = 16 * 1024 * 1024  # a stream this long or longer: a multipart upload
+PART_SIZE = MULTIPART_THRESHOLD
+PART_CONCURRENCY = 4  # parts uploading at once (at most one more read ahead in memory)
 _STREAM_CHUNK = 1024 * 1024
 CREATE_ATTEMPTS = 3
 
@@ -87,12 +96,14 @@ class S3Adapter:
             _raise(exc, "read")
         except BotoCoreError as exc:
             _raise(exc, "read")
+        validated = _validated_checksum(response)
         info = ObjectInfo(
             key=key,
             size=response["ContentLength"],
             etag=response["ETag"].strip('"'),
             modified=response["LastModified"],
-            checksum=_full_object_checksum(response),
+            checksum=validated or _full_object_checksum(response),
+            checksum_validated=validated is not None,
             encryption="SSE-C"
             if response.get("SSECustomerAlgorithm")
             else response.get("ServerSideEncryption"),
@@ -101,22 +112,80 @@ class S3Adapter:
         return Fetched(info=info, stream=stream)
 
     def write(self, key: str, body: Body) -> ObjectInfo | None:
-        try:
-            if isinstance(body, bytes | bytearray | memoryview):
-                data = bytes(body)
-                response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
-            else:
-                self.client.upload_fileobj(body, self.bucket, key, Config=TRANSFER)
+        if isinstance(body, bytes | bytearray | memoryview):
+            data = bytes(body)
+        else:
+            data = _read_part(body)  # a short stream is one PUT like bytes
+            if len(data) >= PART_SIZE:
+                self._upload_parts(key, data, body)
                 return None  # the multipart answer carries no Last-Modified: no extra HEAD
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ChecksumCRC32=_crc32(zlib.crc32(data))
+            )
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, "write")
         return _put_info(key, data, response)
 
+    def _upload_parts(self, key: str, first: bytes, rest: BinaryIO) -> None:
+        """One multipart upload with a FULL_OBJECT CRC32: parts read in order (the whole
+        object's CRC computed as they are read), uploaded `PART_CONCURRENCY` at a time, each
+        with its own CRC32. Any failure aborts the upload: no parts are left behind."""
+        try:
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+            )["UploadId"]
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, "write")
+        try:
+            with ThreadPoolExecutor(PART_CONCURRENCY, thread_name_prefix="satchel-upload") as pool:
+                parts: list[Future[dict[str, Any]]] = []
+                crc, number, data = 0, 1, first
+                while data:
+                    crc = zlib.crc32(data, crc)
+                    parts.append(pool.submit(self._upload_part, key, upload_id, number, data))
+                    del data  # the part's thread holds it now
+                    while sum(not part.done() for part in parts) >= PART_CONCURRENCY:
+                        wait(parts, return_when=FIRST_COMPLETED)
+                    for part in parts:  # stop reading at the first failed part
+                        if part.done() and part.exception() is not None:
+                            part.result()
+                    number += 1
+                    data = _read_part(rest)
+                done = [part.result() for part in parts]
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": done},
+                ChecksumCRC32=_crc32(crc),
+                ChecksumType="FULL_OBJECT",
+            )
+        except BaseException as exc:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            if isinstance(exc, ClientError | BotoCoreError):
+                _raise(exc, "write")
+            raise  # the caller's stream failed: its own error
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        checksum = _crc32(zlib.crc32(data))
+        response = self.client.upload_part(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumCRC32=checksum,
+        )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}
+
     def create(self, key: str, data: bytes) -> ObjectInfo | None:
+        checksum = _crc32(zlib.crc32(data))
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 response = self.client.put_object(
-                    Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*"
+                    Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", ChecksumCRC32=checksum
                 )
             except ClientError as exc:
                 if _code(exc) == "PreconditionFailed" or _status(exc) == 412:
@@ -188,7 +257,9 @@ class S3Adapter:
 
 
 class _BodyStream(io.RawIOBase):
-    """A botocore StreamingBody as a raw stream whose errors are StorageErrors."""
+    """A botocore StreamingBody as a raw stream whose errors are StorageErrors. `read` hands
+    over botocore's own chunks (no copy); when botocore validates the object's checksum, the
+    read that reaches the end raises on a mismatch, as BackendUnavailable."""
 
     def __init__(self, body: Any) -> None:
         self._body = body
@@ -196,13 +267,26 @@ class _BodyStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def read(self, size: int = -1) -> bytes:
         try:
-            chunk = self._body.read(len(buffer))
+            chunk: bytes = self._body.read(size if size >= 0 else None)
+        except FlexibleChecksumError as exc:
+            raise BackendUnavailable(
+                f"the bytes read do not match the object's checksum: {exc}",
+                operation="read",
+                cause=exc,
+            ) from exc
         except (BotoCoreError, OSError) as exc:
             raise BackendUnavailable(
                 f"the connection broke while reading: {exc}", operation="read", cause=exc
             ) from exc
+        return chunk
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
         buffer[: len(chunk)] = chunk
         return len(chunk)
 
@@ -216,6 +300,47 @@ def _put_info(key: str, data: bytes, response: dict[str, Any]) -> ObjectInfo:
     date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
     modified = parsedate_to_datetime(date) if date else datetime.now(UTC)
     return ObjectInfo(key=key, size=len(data), etag=response["ETag"].strip('"'), modified=modified)
+
+
+def _read_part(stream: BinaryIO) -> bytes:
+    """Up to PART_SIZE bytes of the caller's stream (fewer only at its end)."""
+    data = stream.read(PART_SIZE)
+    if not data or len(data) >= PART_SIZE:
+        return bytes(data)
+    chunks, size = [data], len(data)
+    while size < PART_SIZE and (more := stream.read(PART_SIZE - size)):
+        chunks.append(more)
+        size += len(more)
+    return b"".join(chunks)
+
+
+def _crc32(value: int) -> str:
+    """A CRC32 as S3 headers carry it: base64 of its 4 big-endian bytes."""
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
+# botocore's checksum classes by the algorithm's S3 name (the CRT's when awscrt is installed).
+_VALIDATED = {
+    "Crc32Checksum": "CRC32",
+    "CrtCrc32Checksum": "CRC32",
+    "CrtCrc32cChecksum": "CRC32C",
+    "CrtCrc64NvmeChecksum": "CRC64NVME",
+    "Sha1Checksum": "SHA1",
+    "Sha256Checksum": "SHA256",
+}
+
+
+def _validated_checksum(response: dict[str, Any]) -> str | None:
+    """The full-object checksum botocore validates the body against as it is read, if any:
+    it wraps the body in a StreamingChecksumBody (ChecksumMode=ENABLED, an algorithm it
+    supports, a value that is no checksum of part checksums), which raises at the end of the
+    body on a mismatch."""
+    body = response.get("Body")
+    if not isinstance(body, StreamingChecksumBody):
+        return None
+    algorithm = _VALIDATED.get(type(body.checksum).__name__)
+    value = response.get(f"Checksum{algorithm}") if algorithm else None
+    return f"{algorithm}:{value}" if value else None
 
 
 def _full_object_checksum(response: dict[str, Any]) -> str | None:
