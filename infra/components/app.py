@@ -5,7 +5,7 @@ autoscaler, and Prometheus scraping of /metrics (annotations, or a ServiceMonito
 
 Drain: when a pod is deleted it leaves the Service's ready endpoints at once (it is
 terminating), but kube-proxy and load balancers learn that a few seconds later. The preStop
-sleep keeps the app serving through that window; then SIGTERM, and uvicorn stops accepting and
+sleep keeps the app serving through that window; then SIGTERM, and granian stops accepting and
 lets open responses (a dist stream) finish for up to the app's graceful-shutdown time. The
 grace period covers both, plus a margin, before kubelet's SIGKILL.
 """
@@ -50,7 +50,7 @@ RESTRICTED_CONTAINER: k8s.core.v1.SecurityContextArgsDict = {
 
 # Endpoint removal reaches kube-proxy and load balancers within seconds: serve meanwhile.
 PRESTOP_SLEEP_SECONDS = 10
-# SIGTERM to exit: uvicorn's drain, then the workers' exit.
+# SIGTERM to exit: the server's drain, then the workers' exit.
 EXIT_MARGIN_SECONDS = 5
 TERMINATION_GRACE_SECONDS = PRESTOP_SLEEP_SECONDS + GRACEFUL_SHUTDOWN_SECONDS + EXIT_MARGIN_SECONDS
 METRICS_PATH = "/metrics"

@@ -26,8 +26,8 @@
 - `SATCHEL_MAX_METADATA_SIZE` (`64M`): the largest upstream metadata document read.
 - `SATCHEL_MAX_DIST_SIZE` (`512M`): the largest dist mirrored.
 - `SATCHEL_HOT_CACHE_SIZE` (`64M`): the in-process cache of mirrored metadata, per worker.
-- `SATCHEL_MAX_CONNECTIONS` (`512`): open connections per worker; more are answered 503 at
-  once (with the 64 KiB bound on a request's head, this bounds a worker's memory).
+- `SATCHEL_MAX_CONNECTIONS` (`512`): connections each worker serves at once; more wait until
+  one closes (with the 64 KiB bound on a request's head, this bounds a worker's memory).
 
 The private repository (packages published to the bucket, behind tokens):
 - `SATCHEL_AUTH` (`private`): `private` = private packages and publishing need a token, the

@@ -89,6 +89,8 @@ class Doc:
 class Lookup:
     doc: Doc | None  # None: the upstream has no such document
     outcome: str  # for the access log: hot, stored, miss, refreshed, revalidated, stale, ...
+    # Seconds this answer stays what `get` answers without asking anything (see reuse.py).
+    reusable: float = 0.0
 
 
 class Documents:
@@ -179,8 +181,20 @@ class Documents:
             return Lookup(None, "negative")
         doc = self.hot.get(key)
         if doc is not None and self._fresh(doc, feed, path):
-            return Lookup(doc, "stale" if doc.stale else "hot")
+            if doc.stale:
+                return Lookup(doc, "stale")
+            return Lookup(doc, "hot", self._fresh_for(doc, feed, path))
         return None
+
+    def _fresh_for(self, doc: Doc, feed: ChangesFeed | None, path: str) -> float:
+        """How long a fresh doc stays fresh: until its TTL ends or, with a changes feed,
+        until the feed's next poll (which may name it changed)."""
+        now = self.clock()
+        left = self.ttl - (now - doc.checked)
+        if feed is None:
+            return left
+        next_poll = feed.attempted + feed.interval - now
+        return next_poll if feed.verdict(path, doc.checked) else min(left, next_poll)
 
     def _fresh(self, doc: Doc, feed: ChangesFeed | None = None, path: str = "") -> bool:
         age = self.clock() - doc.checked

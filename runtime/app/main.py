@@ -21,6 +21,7 @@ from runtime.app.health import ReadinessProbe
 from runtime.app.logs import AccessLog
 from runtime.app.outbound import Outbound, Resolver, system_resolver
 from runtime.app.private import PrivateRepository
+from runtime.app.reuse import ReuseAnswers
 from runtime.app.routes import Services, routes
 from runtime.app.upstream import UpstreamClient, new_client
 from runtime.mirror import open_mirror
@@ -89,7 +90,10 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLog, fd=access_log_fd, batched=batch_access_log)],
+        middleware=[
+            Middleware(AccessLog, fd=access_log_fd, batched=batch_access_log),
+            Middleware(ReuseAnswers, epoch=lambda: private.epoch, clock=monotonic),
+        ],
         lifespan=lifespan,
     )
     app.state.mirror = mirror  # its stats tell which requests touched the bucket
@@ -103,6 +107,6 @@ def create_app(
 
 
 def app_from_env() -> Starlette:
-    """What each uvicorn worker runs (`satchel serve` validated the env before starting)."""
+    """What each server worker runs (`satchel serve` validated the env before starting)."""
     # Under load, one write per event-loop turn instead of one per request (~+10% req/s).
     return create_app(load_settings(), load_serve_config(), batch_access_log=True)

@@ -105,6 +105,11 @@ class _TtlDocuments:
     def forget(self, key: str) -> None:
         self._held.pop(key)
 
+    def fresh_for(self, key: str) -> float:
+        """Seconds `get(key)` keeps answering what is held without asking the bucket."""
+        held = self._held.get(key)
+        return self.ttl - (self.monotonic() - held.checked) if held is not None else 0.0
+
     def _fetch(self, key: str, current: MetadataEntry | None) -> MetadataEntry | None:
         try:
             fetched = self.storage.get(key, if_none_match=current.etag if current else None)
@@ -132,6 +137,7 @@ class PrivateRepository:
         self.archives = CachedObjects(archives, monotonic)
         # Uploads are read into memory (bounded by max_archive_size): one at a time.
         self.uploads = asyncio.Semaphore(1)
+        self.epoch = 0  # counts this worker's publishes and unpublishes (see reuse.py)
 
     async def names(self, max_age: float | None = None) -> frozenset[str]:
         held = await self.documents.get(INDEX_KEY, max_age)
@@ -179,6 +185,11 @@ class PrivateRepository:
         """After a publish here: this worker sees it at once, not after the TTL."""
         self.documents.forget(p2_key(name))
         self.documents.forget(INDEX_KEY)
+        self.epoch += 1
+
+    def index_fresh_for(self) -> float:
+        """Seconds `owns` keeps answering from the index as read, without the bucket."""
+        return self.documents.fresh_for(INDEX_KEY)
 
 
 def _private(request: Request) -> PrivateRepository:

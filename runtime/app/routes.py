@@ -56,6 +56,7 @@ from runtime.app.http import (
 )
 from runtime.app.logs import note_cache
 from runtime.app.private import PrivateRepository, p2_response
+from runtime.app.reuse import allow_reuse
 from runtime.app.upstream import UpstreamError
 from runtime.errors import StorageError
 from runtime.repository.names import is_package_name
@@ -203,6 +204,9 @@ async def p2(request: Request) -> Response:
         return error(404, f"{name} is not in the mirrored repositories")
     doc = lookup.doc
     etag = f"{doc.entry.etag}.{base_tag(base)}"  # one ETag per rendering
+    # Served hot: the same request gets the same answer while the document and the private
+    # index stay fresh here (a token or a conditional request never reaches the reuse).
+    allow_reuse(request.scope, min(lookup.reusable, mirror.private.index_fresh_for()))
     return await _metadata_response(request, doc.render(base), etag, doc.entry.last_modified)
 
 
@@ -353,6 +357,7 @@ async def metrics_text(request: Request) -> Response:
     if refusal is not None:
         return refusal
     caches = request.app.state.local_caches
+    metrics.flush_requests()  # this worker's requests of this event-loop turn too
     body = await to_thread.run_sync(metrics.exposition, caches)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

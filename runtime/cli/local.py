@@ -158,7 +158,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> bool:
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()  # uvicorn's graceful shutdown
+    process.terminate()  # the server's graceful shutdown
     try:
         process.wait(30)
     except subprocess.TimeoutExpired:

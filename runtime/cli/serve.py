@@ -1,4 +1,4 @@
-"""`satchel serve`: the Composer repository mirror (runtime.app) under uvicorn."""
+"""`satchel serve`: the Composer repository mirror (runtime.app) under granian."""
 
 from __future__ import annotations
 

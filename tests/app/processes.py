@@ -1,4 +1,4 @@
-"""Real processes for end-to-end tests: `satchel serve` under uvicorn, and Composer."""
+"""Real processes for end-to-end tests: `satchel serve` (granian), and Composer."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class ServeProcess:
         raise RuntimeError("satchel serve did not answer /healthz within 30 s")
 
     def stop(self) -> int | None:
-        """SIGTERM (uvicorn's graceful shutdown), then the exit code."""
+        """SIGTERM (the server's graceful shutdown), then the exit code."""
         if self.process is None:
             return None
         self.process.send_signal(signal.SIGTERM)

@@ -218,13 +218,17 @@ def test_two_processes_under_load_survive_every_dependency_failing(
     assert {a.status for a in answers if a.kind in ("warm-p2", "warm-dist")} == {200}
     assert all(a.seconds < FAIL_FAST for a in answers if a.status != 200)
     # Asked once readiness's memory (REMEMBER_SECONDS) of the storage being up had passed:
-    killed, back = events["storage killed"], events["storage restarting"]
+    # A probe may take up to its timeout (3 s), so the window runs until SeaweedFS answers
+    # again; only probes that started while it was still down must all say 503.
+    killed, restarting = events["storage killed"], events["storage restarting"]
     down = [
         a
         for a in answers
-        if a.kind == "readyz" and killed + REMEMBER_SECONDS + 0.5 < a.at - a.seconds < back
+        if a.kind == "readyz"
+        and killed + REMEMBER_SECONDS + 0.5 < a.at - a.seconds < events["storage back"]
     ]
-    assert down and {a.status for a in down} == {503}  # readiness tracks the storage
+    assert 503 in {a.status for a in down}  # readiness tracks the storage
+    assert {a.status for a in down if a.at - a.seconds < restarting} <= {503}
     assert storage_recovery is not None and storage_recovery < 5
     assert ready_again is not None and ready_again < 5
     assert upstream_recovery is not None and upstream_recovery < 12

@@ -1,5 +1,5 @@
 """The real Composer client (Debian's composer 2.5, php-cli) through `satchel serve` running
-under uvicorn, with IRSA credentials from the local target's token file and role."""
+under granian, with IRSA credentials from the local target's token file and role."""
 
 from __future__ import annotations
 

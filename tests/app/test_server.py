@@ -1,51 +1,24 @@
-"""uvicorn as `satchel serve` runs it: several workers without Nagle stalls, clean exits."""
+"""granian as `satchel serve` runs it: several workers without Nagle stalls, a drain on
+SIGTERM that lets a long response finish, clean exits, a worker that dies started again."""
 
 from __future__ import annotations
 
 import http.client
+import os
 import signal
-import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from runtime.app.config import load_serve_config
-from runtime.app.server import bind_listener, uvicorn_config
+import psutil
+
 from tests.app.processes import ServeProcess
 
 
-def accepted_nodelay(listener: socket.socket) -> int:
-    listener.listen()
-    with socket.create_connection(listener.getsockname()) as client:
-        accepted, _ = listener.accept()
-        with accepted:
-            client.sendall(b"x")
-            return accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
-
-def test_accepted_connections_inherit_tcp_nodelay_from_the_listener() -> None:
-    config = uvicorn_config(load_serve_config({}), port=0, workers=2)
-    with bind_listener(config) as ours:
-        assert accepted_nodelay(ours) != 0
-    with config.bind_socket() as uvicorns:  # what uvicorn binds for --workers N on its own
-        assert uvicorns.proto == 0  # not marked TCP: asyncio leaves Nagle on (uvicorn #3149)
-        assert accepted_nodelay(uvicorns) == 0
-
-
-def test_two_asyncio_workers_answer_keep_alive_requests_without_a_delayed_ack_stall(
+def test_two_workers_answer_keep_alive_requests_without_a_delayed_ack_stall(
     pod_env: dict[str, str], tmp_path: Path
 ) -> None:
-    # uvloop sets TCP_NODELAY itself; the plain asyncio loop shows whether we do.
-    script = (
-        "from runtime.app.config import load_serve_config\n"
-        "from runtime.app.server import run\n"
-        "run(load_serve_config(), loop='asyncio')\n"
-    )
-    server = ServeProcess(pod_env, tmp_path, "asyncio", workers=2)
-    server.env = {**pod_env, "SATCHEL_PORT": str(server.port), "SATCHEL_WORKERS": "2"}
-    server.command = [sys.executable, "-c", script]
-    with server:
+    with ServeProcess(pod_env, tmp_path, workers=2) as server:
         connection = http.client.HTTPConnection("127.0.0.1", server.port)
         timings = []
         for _ in range(30):
@@ -62,7 +35,29 @@ def test_two_asyncio_workers_answer_keep_alive_requests_without_a_delayed_ack_st
 def test_sigterm_stops_serve_cleanly(pod_env: dict[str, str], tmp_path: Path) -> None:
     server = ServeProcess({**pod_env, "SATCHEL_UPSTREAMS": "x=http://127.0.0.1:9"}, tmp_path)
     server.start()
-    # uvicorn shuts down gracefully, then re-raises the signal it caught, as it should.
-    assert server.stop() == -signal.SIGTERM
+    assert server.stop() == 0
     log = (tmp_path / "serve.err").read_text()
-    assert "Application shutdown complete" in log
+    assert "Granian shutdown completed" in log
+    assert "Traceback" not in log
+
+
+def test_a_worker_that_dies_is_started_again(pod_env: dict[str, str], tmp_path: Path) -> None:
+    with ServeProcess(pod_env, tmp_path, workers=2) as server:
+        assert server.process is not None
+        main = psutil.Process(server.process.pid)
+        workers = main.children()
+        assert len(workers) == 2
+        os.kill(workers[0].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            alive = [w for w in main.children() if w.status() != psutil.STATUS_ZOMBIE]
+            if len(alive) == 2 and workers[0].pid not in {w.pid for w in alive}:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the killed worker was not replaced within 15 s")
+        for _ in range(10):  # both workers answer
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().status == 200
+            connection.close()

@@ -1,0 +1,126 @@
+"""Reusing a warm answer for the same request for up to a second (microcaching).
+
+A warm `/p2/...` request costs ~100 µs of Python in the endpoint stack (routing, the Host
+and token gate, the private-name check, the freshness check, the rendering lookup, the
+response object), several times what the server itself costs. The endpoints decide, with
+their one set of rules, that an answer may be reused and for how long (`allow_reuse`):
+only a 200 served hot (fresh in this worker, nothing asked of the bucket or an upstream), to
+a request without a token. This middleware keeps such an answer's two ASGI messages and
+sends them again to the same request (method, path and query, Host, Accept-Encoding) until
+the earliest of: the endpoint's deadline, `HORIZON` seconds, or a publish or unpublish in
+this worker. So a change a rule would see reaches clients at most `HORIZON` late, inside the
+TTLs those rules already allow (upstream TTL, changes-feed interval, private-index TTL), and
+a local publish at once.
+
+What stays per request: the access log line and the metrics (this middleware runs inside
+`AccessLog`), with the cache outcome the original answer had.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.app.logs import LOG_SCOPE_KEY, note_cache
+
+HORIZON = 1.0  # seconds an answer is reused at most
+# What is remembered at most (clients inventing paths or hosts clear it): entries, and the
+# bytes of their bodies, which may outlive the hot cache's copy by up to the horizon.
+MAX_ENTRIES = 4096
+MAX_BYTES = 32 * 1024 * 1024
+_REUSE_KEY = "satchel.reuse"  # scope: seconds the endpoint allows its answer to be reused
+# Request headers that change an answer or its status: such requests always reach the
+# endpoint (a token, a conditional request), and Host/Accept-Encoding are part of the key.
+_PERSONAL = frozenset({b"authorization", b"if-none-match", b"if-modified-since", b"cookie"})
+
+
+def allow_reuse(scope: Scope, seconds: float) -> None:
+    """Called by an endpoint whose answer to this request may be sent again to the same
+    request for `seconds` (capped at HORIZON)."""
+    scope[_REUSE_KEY] = seconds
+
+
+@dataclass(slots=True)
+class _Answer:
+    start: Message
+    body: Message
+    until: float  # monotonic
+    epoch: int
+    endpoint: Any  # for the metrics' route label
+    cache: str  # the cache outcome the original request logged
+
+
+class ReuseAnswers:
+    """ASGI middleware: answers the endpoints allowed to be reused, sent again verbatim."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        epoch: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.epoch = epoch  # changes with every local publish or unpublish
+        self.clock = clock
+        self.answers: dict[tuple[object, ...], _Answer] = {}
+        self.bytes = 0  # of the bodies in `answers`
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        host = accept = b""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"accept-encoding":
+                accept = value
+            elif name in _PERSONAL:
+                await self.app(scope, receive, send)
+                return
+        key = (scope["method"], scope["path"], scope["query_string"], host, accept)
+        answer = self.answers.get(key)
+        if answer is not None:
+            if answer.until > self.clock() and answer.epoch == self.epoch():
+                scope["endpoint"] = answer.endpoint
+                note_cache(scope, answer.cache)
+                await send(answer.start)
+                await send(answer.body)
+                return
+            del self.answers[key]
+            self.bytes -= len(answer.body.get("body", b""))
+        await self._answer_and_keep(key, scope, receive, send)
+
+    async def _answer_and_keep(
+        self, key: tuple[object, ...], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        epoch, began = self.epoch(), self.clock()
+        messages: list[Message] = []
+
+        async def keeping_send(message: Message) -> None:
+            if len(messages) < 3:  # a third means a streamed body: never kept (nor held)
+                messages.append(message)
+            await send(message)
+
+        await self.app(scope, receive, keeping_send)
+        seconds = min(scope.get(_REUSE_KEY, 0.0), HORIZON)
+        if seconds <= 0 or len(messages) != 2:
+            return
+        start, body = messages
+        if start.get("status") != 200 or body.get("more_body", False):
+            return
+        size = len(body.get("body", b""))
+        if len(self.answers) >= MAX_ENTRIES or self.bytes + size > MAX_BYTES:
+            self.answers.clear()
+            self.bytes = 0
+        if size > MAX_BYTES // 16 or key in self.answers:
+            return  # too big to keep; or a concurrent request kept the same answer already
+        self.bytes += size
+        fields = scope.get(LOG_SCOPE_KEY) or {}
+        self.answers[key] = _Answer(
+            start, body, began + seconds, epoch, scope.get("endpoint"), fields.get("cache", "-")
+        )

@@ -1,0 +1,124 @@
+"""Warm answers sent again (runtime.app.reuse): only to the same anonymous, unconditional
+request, never past the horizon or a rule's freshness, never after a publish here; each one
+still logged and counted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from runtime.app.reuse import HORIZON
+from tests.app.conftest import Mirror
+from tests.app.test_private import basic, published, tokens  # noqa: F401 (a fixture)
+
+MakeMirror = Callable[..., Mirror]
+P2 = "/p2/acme/log.json"
+
+
+def lookups(mirror: Mirror) -> list[str]:
+    """The p2 documents the endpoint looked up from now on (a reused answer: none)."""
+    documents = mirror.client.app.state.services.documents  # type: ignore[attr-defined]
+    seen: list[str] = []
+    original = documents.get
+
+    async def counted(alias: str, path: str) -> Any:
+        if path.startswith("p2/"):
+            seen.append(path)
+        return await original(alias, path)
+
+    documents.get = counted
+    return seen
+
+
+def p2_answers(mirror: Mirror) -> float:
+    """The 2xx answers of the p2 route in /metrics (the registry outlives one app)."""
+    line = 'satchel_http_requests_total{route="p2",status="2xx"} '
+    found = [row for row in mirror.get("/metrics").text.splitlines() if row.startswith(line)]
+    return float(found[0].removeprefix(line)) if found else 0.0
+
+
+def warm(mirror: Mirror, path: str = P2, **headers: str) -> Any:
+    first = mirror.get(path, **headers)  # from the upstream
+    assert first.status_code == 200
+    second = mirror.get(path, **headers)  # hot: this answer may be reused
+    assert mirror.last_cache() == "hot"
+    return second
+
+
+def test_a_warm_answer_is_sent_again_until_the_horizon_and_each_is_logged(
+    make_mirror: MakeMirror, mirror_env: dict[str, str]
+) -> None:
+    mirror = make_mirror(mirror_env)
+    answer = warm(mirror)
+    seen = lookups(mirror)
+    counted = p2_answers(mirror)
+    again = [mirror.get(P2) for _ in range(5)]
+    assert seen == []  # the endpoint never ran
+    for reused in again:
+        assert reused.status_code == 200 and reused.content == answer.content
+        assert reused.headers == answer.headers
+    lines = mirror.logs()[-5:]
+    assert [(line["path"], line["status"], line["cache"]) for line in lines] == [
+        (P2, 200, "hot")
+    ] * 5
+    assert p2_answers(mirror) == counted + 5  # in the metrics too
+    mirror.clock.now += HORIZON
+    assert mirror.get(P2).content == answer.content
+    assert seen == ["p2/acme/log.json"]  # past the horizon: the endpoint's rules again
+
+
+def test_requests_that_differ_or_carry_a_token_or_validators_reach_the_endpoint(
+    make_mirror: MakeMirror, mirror_env: dict[str, str]
+) -> None:
+    mirror = make_mirror(mirror_env)
+    plain = warm(mirror)
+    seen = lookups(mirror)
+    gzipped = mirror.client.get(P2, headers={"Accept-Encoding": "gzip"})
+    assert gzipped.headers["content-encoding"] == "gzip"
+    assert gzipped.content == plain.content  # decoded by the client: the same document
+    other = mirror.get(P2, Host="other.example")
+    assert b"http://other.example/" in other.content and b"other" not in plain.content
+    etag = plain.headers["etag"]
+    assert mirror.get(P2, **{"If-None-Match": etag}).status_code == 304
+    modified = plain.headers["last-modified"]
+    assert mirror.get(P2, **{"If-Modified-Since": modified}).status_code == 304
+    assert mirror.get(P2, Authorization="Bearer not-a-token").status_code == 200  # open mirror
+    assert mirror.get(P2 + "?x=1").status_code == 200
+    assert len(seen) == 6
+
+
+def test_with_auth_all_a_token_holders_answer_never_reaches_an_anonymous_client(
+    make_mirror: MakeMirror,
+    mirror_env: dict[str, str],
+    tokens: dict[str, str],  # noqa: F811
+) -> None:
+    mirror = make_mirror(mirror_env, SATCHEL_AUTH="all")
+    for _ in range(3):
+        assert mirror.get(P2, **basic(tokens["read"])).status_code == 200
+    for _ in range(3):
+        assert mirror.get(P2).status_code == 401
+
+
+def test_a_publish_here_ends_the_reuse_at_once(
+    make_mirror: MakeMirror,
+    mirror_env: dict[str, str],
+    tokens: dict[str, str],  # noqa: F811
+) -> None:
+    mirror = make_mirror(mirror_env)
+    warm(mirror)
+    with published(mirror, mirror_env, tokens, "acme/log", "0.1.0"):
+        refused = mirror.get(P2)  # now a private name: a token is needed
+        assert refused.status_code == 401
+
+
+@pytest.mark.parametrize("ttl", ["0"])
+def test_no_reuse_when_the_private_index_is_read_on_every_request(
+    make_mirror: MakeMirror, mirror_env: dict[str, str], ttl: str
+) -> None:
+    mirror = make_mirror(mirror_env, SATCHEL_PRIVATE_TTL=ttl)
+    warm(mirror)
+    seen = lookups(mirror)
+    mirror.get(P2)
+    assert seen == ["p2/acme/log.json"]
