@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -106,6 +107,14 @@ class _RequestTally:
         self.latency: dict[str, tuple[list[int], list[float]]] = {}  # per bucket, sum
         self.outcomes: dict[str, int] = {}
         self.scheduled = False
+        self.children: dict[tuple[str, ...], Any] = {}  # `labels()` costs ~5 µs a call
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = metric.labels(*labels)
+        return found
 
     def add(self, route: str, status: int, seconds: float, cache: str) -> None:
         key = (route, status // 100)
@@ -131,9 +140,9 @@ class _RequestTally:
         latency, self.latency = self.latency, {}
         outcomes, self.outcomes = self.outcomes, {}
         for (route, klass), count in requests.items():
-            HTTP_REQUESTS.labels(route, f"{klass}xx").inc(count)
+            self.child(HTTP_REQUESTS, route, f"{klass}xx").inc(count)
         for route, (buckets, total) in latency.items():
-            child = HTTP_LATENCY.labels(route)
+            child = self.child(HTTP_LATENCY, route)
             # Histogram.observe() one value at a time, in bulk: the same two value stores
             # it writes (prometheus-client 0.26, pinned).
             child._sum.inc(total[0])
@@ -141,7 +150,7 @@ class _RequestTally:
                 if count:
                     child._buckets[index].inc(count)
         for outcome, count in outcomes.items():
-            CACHE_OUTCOMES.labels(outcome).inc(count)
+            self.child(CACHE_OUTCOMES, outcome).inc(count)
 
 
 _tally = _RequestTally()
