@@ -12,16 +12,22 @@ import zipfile
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import pytest
 
 from infra.local.seaweedfs import SeaweedFS
-from runtime import load_settings, open_storages
+from runtime import BackendUnavailable, load_settings, open_storages
 from runtime.archives import ArchiveCache
+from runtime.mirror import MirrorStore, open_mirror
+from runtime.mirror.budget import TEMP_PREFIX
 from runtime.mirror.filecache import FileCache, Fill
 from runtime.mirror.stats import MirrorStats
+from runtime.mirror.verify import BodyCheck, Method
 from runtime.storage import Fetched, ObjectInfo, Storage
+from runtime.storage.s3 import MULTIPART_THRESHOLD, S3Adapter
+from tests.mirror_helpers import RequestCounter
 
 BODY = b"dist bytes" * 1000
 
@@ -37,12 +43,19 @@ class _Backend:
         self.etag = etag
         self.encryption = encryption
         self.checksum = checksum
+        self.validated = False
         self.gets = 0
 
     def get(self, key: str, if_none_match: str | None = None) -> Fetched:
         self.gets += 1
         info = ObjectInfo(
-            key, len(BODY), self.etag, datetime.now(UTC), self.checksum, self.encryption
+            key,
+            len(BODY),
+            self.etag,
+            datetime.now(UTC),
+            self.checksum,
+            self.encryption,
+            self.validated,
         )
         return Fetched(info=info, stream=io.BytesIO(BODY))
 
@@ -199,3 +212,116 @@ def test_a_fill_that_cannot_start_closes_the_bucket_stream(tmp_path: Path, failu
     assert cache.try_fill("a.zip") is Fill.SKIPPED
     assert _Tracked.closed_by_cache
     assert cache.usage().bytes == 0  # nothing reserved is left counted
+
+
+@pytest.mark.parametrize(
+    ("checksum", "validated", "etag", "method"),
+    [
+        ("CRC32:AAAAAA==", True, "0" * 32, Method.CLIENT),  # what the app's own objects get
+        ("CRC32:AAAAAA==", False, "0" * 32, Method.INLINE),
+        ("CRC32C:AAAAAA==", False, "0" * 32, Method.INLINE),
+        ("SHA256:" + base64.b64encode(bytes(32)).decode(), False, "0" * 32, Method.DIGEST),
+        (None, False, "0" * 32, Method.DIGEST),  # a legacy single-part object: its MD5
+        (None, False, "0" * 32 + "-3", Method.LENGTH),
+    ],
+)
+def test_a_check_says_what_it_costs_the_copy(
+    checksum: str | None, validated: bool, etag: str, method: Method
+) -> None:
+    info = ObjectInfo("a.zip", 1, etag, datetime.now(UTC), checksum, None, validated)
+    check = BodyCheck.of(info)
+    assert check.method is method
+    assert check.hashes is (method in (Method.INLINE, Method.DIGEST))
+
+
+def test_a_checksum_the_client_validates_is_not_hashed_again(tmp_path: Path) -> None:
+    backend = _Backend(secrets.token_hex(16), checksum="CRC32:AAAAAA==")  # not BODY's CRC
+    backend.validated = True  # the client said it checks the body against it as it reads
+    cache = _cache(backend, tmp_path)
+    assert cache.open("a.zip").read() == BODY
+    assert cache.disk_usage()[0] == 1  # kept: it is the client's check, not a second one
+    assert cache.stats.snapshot()["fill_checks_client"] == 1
+
+
+def _s3_dists(s3_env: dict[str, str], tmp_path: Path) -> tuple[MirrorStore, RequestCounter]:
+    env = {**s3_env, "MIRROR_DIST_CACHE_DIR": str(tmp_path / "dists")}
+    mirror = open_mirror(load_settings(env))
+    return mirror, RequestCounter(mirror)
+
+
+def _s3(mirror: MirrorStore) -> S3Adapter:
+    adapter = mirror.dists.storage.adapter
+    assert isinstance(adapter, S3Adapter)
+    return adapter
+
+
+def _temp_files(directory: Path) -> list[Path]:
+    return [path for path in directory.rglob(f"{TEMP_PREFIX}*") if path.is_file()]
+
+
+@pytest.mark.parametrize("kind", ["single-part", "multipart"])
+def test_a_fill_of_a_dist_the_app_wrote_does_no_hash_of_its_own(
+    s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    mirror, requests = _s3_dists(s3_env, tmp_path)
+    body = secrets.token_bytes(MULTIPART_THRESHOLD + 7 if kind == "multipart" else 300_000)
+    mirror.put_dist("acme/lib/1.0.zip", io.BufferedReader(io.BytesIO(body)))
+
+    def no_hash(self: BodyCheck, data: bytes | memoryview) -> None:
+        raise AssertionError("the fill hashed the body in Python")
+
+    monkeypatch.setattr(BodyCheck, "update", no_hash)
+    with mirror.open_dist("acme/lib/1.0.zip") as stream:
+        assert stream.read() == body
+    stats = mirror.stats.snapshot()
+    assert stats["fill_checks_client"] == 1 and stats["dist_hits"] == 0
+    assert mirror.dists.disk_usage()[0] == 1
+    with mirror.open_dist("acme/lib/1.0.zip") as stream:  # a hit
+        assert stream.read() == body
+    assert requests.take()["GetObject"] == 1
+
+
+def test_a_fill_whose_bytes_do_not_match_their_checksum_keeps_nothing_and_fails_the_read(
+    s3_env: dict[str, str], tmp_path: Path, lying_checksum: Any
+) -> None:
+    mirror, _ = _s3_dists(s3_env, tmp_path)
+    body = secrets.token_bytes(3 * 1024 * 1024)
+    mirror.put_dist("acme/lib/1.0.zip", body)
+    lying_checksum(_s3(mirror).client, "AAAAAA==")
+    for _ in range(2):  # not remembered as good, nor as uncacheable
+        with pytest.raises(BackendUnavailable, match="checksum"):
+            mirror.open_dist("acme/lib/1.0.zip")  # an error, not a byte of the body
+        assert mirror.dists.lookup("acme/lib/1.0.zip", count=False) is None
+        assert not _temp_files(tmp_path / "dists")
+        assert mirror.dists.usage().bytes == 0  # the reservation was given back
+    assert mirror.stats.snapshot()["fill_checks_client"] == 2
+
+
+def test_a_stateless_read_whose_bytes_do_not_match_their_checksum_fails_at_its_end(
+    s3_env: dict[str, str], lying_checksum: Any
+) -> None:
+    mirror = open_mirror(load_settings(s3_env))
+    mirror.put_dist("acme/lib/1.0.zip", secrets.token_bytes(100_000))
+    lying_checksum(_s3(mirror).client, "AAAAAA==")
+    with mirror.open_dist("acme/lib/1.0.zip") as stream, pytest.raises(BackendUnavailable):
+        while stream.read(16_384):
+            pass
+
+
+def test_an_md5_only_object_is_still_verified_by_its_md5(
+    s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A single-part object another writer stored without a checksum (its ETag the MD5)."""
+    mirror, _ = _s3_dists(s3_env, tmp_path)
+    storage, adapter = mirror.dists.storage, _s3(mirror)
+    body = secrets.token_bytes(300_000)
+    # the app's client sends no checksum of its own to an S3-compatible endpoint
+    adapter.client.put_object(Bucket=adapter.bucket, Key=f"{storage.prefix}/old.zip", Body=body)
+    fetched = storage.get("old.zip")
+    assert fetched.info is not None and fetched.stream is not None
+    fetched.stream.close()
+    assert fetched.info.checksum is None and fetched.info.etag == hashlib.md5(body).hexdigest()
+    with mirror.open_dist("old.zip") as stream:
+        assert stream.read() == body
+    assert mirror.stats.snapshot()["fill_checks_digest"] == 1
+    assert mirror.dists.disk_usage()[0] == 1

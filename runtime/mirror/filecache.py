@@ -25,7 +25,7 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
@@ -34,7 +34,7 @@ from runtime.errors import StorageError
 from runtime.mirror.budget import DiskBudget, Usage, create_temp
 from runtime.mirror.locks import KeyLock, key_hash
 from runtime.mirror.stats import MirrorStats
-from runtime.mirror.verify import BodyCheck
+from runtime.mirror.verify import BodyCheck, Method
 from runtime.storage import ObjectInfo, Storage
 
 log = logging.getLogger("satchel.cache")
@@ -47,7 +47,7 @@ FILL_WAIT = 5.0  # seconds to wait for another process's fill before reading the
 FILL_POLL = 0.02
 UNCACHEABLE_KEYS = 10_000
 _COPY_CHUNK = 1024 * 1024
-_PIPELINE_BUFFERS = 4
+_DIGEST_QUEUE = 4  # chunks waiting for the digest thread (bounds the memory it holds)
 
 
 class Fill(enum.Enum):
@@ -203,7 +203,9 @@ class FileCache:
                     MAGIC, info.size, info.modified.timestamp(), etag.encode(), len(identity)
                 )
                 out.write(header + identity)
-                if not _copy_verified(source, out, BodyCheck.of(info), key):
+                check = BodyCheck.of(info)
+                self.stats.add(**{f"fill_checks_{check.method.value}": 1})
+                if not _copy_verified(source, out, check, key):
                     return Fill.SKIPPED
                 out.flush()  # whole before it is visible
                 os.replace(temp, target)  # still locked: never a stale-looking temp file
@@ -260,63 +262,74 @@ class FileCache:
 def _copy_verified(source: BinaryIO, out: BinaryIO, check: BodyCheck, key: str) -> bool:
     """Copy the body at the source's speed, checking what `check` can; False when wrong.
 
-    Three stages in three threads: this one reads the bucket, one helper writes what was
-    read, another hashes it (all release the GIL), so the network, the disk and the digest
-    overlap instead of adding up. Buffers rotate through a small pool: nothing is copied.
+    One pass in this thread: each chunk, as the bucket's client hands it over, is counted,
+    CRC'd when the check is a CRC computed here (`Method.INLINE`, GB/s) and written. A
+    checksum the client validates itself (`Method.CLIENT`: every object the app wrote) costs
+    nothing more: a mismatch raises from the read that reaches the end, the entry is never
+    renamed into place and the temp file goes. Only a slow digest (`Method.DIGEST`: the MD5
+    of a legacy single-part ETag, a SHA) runs on a thread of its own, fed the same chunks,
+    so that it overlaps with the copy instead of adding to it.
     """
-    free: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(_PIPELINE_BUFFERS):
-        free.put(bytearray(_COPY_CHUNK))
-    failure: list[BaseException] = []
-    pending: dict[int, int] = {}  # buffer id -> stages still to see it
-    pending_lock = threading.Lock()
-
-    def done_with(buffer: bytearray) -> None:
-        with pending_lock:
-            pending[id(buffer)] -= 1
-            if pending[id(buffer)] == 0:
-                free.put(buffer)
-
-    def stage(work: Callable[[memoryview], object]) -> tuple[queue.Queue[Any], threading.Thread]:
-        inbox: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-
-        def run() -> None:
-            while (item := inbox.get()) is not None:
-                buffer, n = item
-                try:
-                    if not failure:
-                        work(memoryview(buffer)[:n])
-                except BaseException as exc:  # reported to the reader, which stops
-                    failure.append(exc)
-                done_with(buffer)
-
-        thread = threading.Thread(target=run, name="satchel-fill", daemon=True)
-        thread.start()
-        return inbox, thread
-
-    stages = [stage(out.write)] + ([stage(check.update)] if check.hashes else [])
-    try:
-        while not failure:
-            buffer = free.get()
-            n = source.readinto(buffer)  # type: ignore[attr-defined]
-            if not n:
-                break
-            check.count(n)
-            with pending_lock:
-                pending[id(buffer)] = len(stages)
-            for inbox, _ in stages:
-                inbox.put((buffer, n))
-    finally:
-        for inbox, thread in stages:
-            inbox.put(None)
-            thread.join()
-    if failure:
-        raise failure[0]
+    with _digest_thread(check) if check.method is Method.DIGEST else _inline(check) as digest:
+        for chunk in _chunks(source):
+            check.count(len(chunk))
+            digest(chunk)
+            out.write(chunk)
     problem = check.problem()
     if problem is not None:
         log.warning("not caching %s: %s", key, problem)
         return False
+    log.debug("filled %s, checked: %s", key, check.describe())
     return True
+
+
+def _chunks(source: BinaryIO) -> Iterator[bytes]:
+    """The body in chunks of up to `_COPY_CHUNK` bytes. A buffered stream fresh from the
+    storage holds nothing yet: its raw stream is read directly, whose `read` gives the
+    client's own chunks (S3's: botocore's, validated as they come) without a copy through a
+    buffer."""
+    raw = source.raw if isinstance(source, io.BufferedReader) else source
+    while chunk := raw.read(_COPY_CHUNK):
+        yield chunk
+
+
+@contextlib.contextmanager
+def _inline(check: BodyCheck) -> Iterator[Callable[[bytes], None]]:
+    yield check.update if check.hashes else _ignore
+
+
+def _ignore(chunk: bytes) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _digest_thread(check: BodyCheck) -> Iterator[Callable[[bytes], None]]:
+    """`check.update` on a thread of its own (hashlib releases the GIL), chunks in order."""
+    inbox: queue.Queue[bytes | None] = queue.Queue(_DIGEST_QUEUE)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        while (chunk := inbox.get()) is not None:
+            if not failure:
+                try:
+                    check.update(chunk)
+                except BaseException as exc:  # reported to the copy, which stops
+                    failure.append(exc)
+
+    def feed(chunk: bytes) -> None:
+        if failure:
+            raise failure[0]
+        inbox.put(chunk)
+
+    thread = threading.Thread(target=run, name="satchel-digest", daemon=True)
+    thread.start()
+    try:
+        yield feed
+    finally:
+        inbox.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
 
 
 class _Validated(Protocol):

@@ -15,6 +15,13 @@ class MirrorStats:
     dist_misses: int = 0
     bucket_requests: int = 0
     cache_errors: int = 0  # local cache failures that fell back to the bucket
+    # Dist fills by how their bytes were checked besides the length (verify.Method): the
+    # bucket's client validated the object's checksum, a CRC in the copy pass, a digest on
+    # a thread of its own (a legacy MD5 ETag), or nothing (the length only).
+    fill_checks_client: int = 0
+    fill_checks_inline: int = 0
+    fill_checks_digest: int = 0
+    fill_checks_length: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:

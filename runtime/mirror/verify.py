@@ -1,15 +1,22 @@
-"""What a cache fill can check of the bytes it copied, for every kind of bucket object.
+"""What a cache fill can check of the bytes it copied, for every kind of bucket object, and
+what that costs the copy (`Method`).
 
-- S3's own full-object checksum (CRC32, CRC32C, SHA-1, SHA-256) when the GET returned one;
+- S3's own full-object checksum (CRC32, CRC32C, SHA-1, SHA-256) when the GET returned one.
+  When the client validates it itself as the body streams (botocore does for the objects the
+  app writes, which all carry a CRC32), nothing is hashed here: a mismatch raises from the
+  read that reaches the body's end, before the entry is renamed into place. Else a CRC is
+  computed in the copy pass (zlib, google-crc32c: GB/s) and a SHA on a thread of its own;
 - else the ETag, but only where it is the body's MD5: a single-part object stored plain or
-  with SSE-S3. With SSE-KMS, DSSE-KMS or SSE-C the ETag is no digest of the body (nor is a
-  multipart ETag, `<hex>-<parts>`, nor GCS's), so it is never taken for one;
+  with SSE-S3 by another writer. With SSE-KMS, DSSE-KMS or SSE-C the ETag is no digest of
+  the body (nor is a multipart ETag, `<hex>-<parts>`, nor GCS's), so it is never taken for
+  one. MD5 runs at ~600 MiB/s, on a thread of its own beside the copy;
 - else the length only.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import zlib
 from collections.abc import Callable
@@ -50,6 +57,18 @@ _CHECKSUMS: dict[str, Callable[[], _Crc | hashlib._Hash]] = {
 }
 
 
+class Method(enum.Enum):
+    """How a fill checks the bytes beyond their length, by what it costs the copy."""
+
+    CLIENT = "client"  # the bucket's client validates the object's checksum: no hash here
+    INLINE = "inline"  # a CRC in the copy pass itself (GB/s, the GIL released)
+    DIGEST = "digest"  # a slower digest (MD5, SHA) on a thread of its own beside the copy
+    LENGTH = "length"  # nothing to check the bytes against: the length only
+
+
+_INLINE = {"CRC32", "CRC32C"}
+
+
 def etag_is_md5(info: ObjectInfo) -> bool:
     etag = info.etag
     return len(etag) == 32 and _HEX.issuperset(etag) and info.encryption in _MD5_ETAG_ENCRYPTION
@@ -59,6 +78,7 @@ def etag_is_md5(info: ObjectInfo) -> bool:
 class BodyCheck:
     size: int
     name: str | None = None  # what is checked besides the length, for messages
+    method: Method = Method.LENGTH
     expected: bytes | None = None
     _digest: _Crc | hashlib._Hash | None = field(default=None, repr=False)
     _received: int = 0
@@ -67,17 +87,26 @@ class BodyCheck:
     def of(cls, info: ObjectInfo) -> BodyCheck:
         if info.checksum is not None:
             algorithm, _, value = info.checksum.partition(":")
+            if info.checksum_validated:
+                return cls(info.size, algorithm, Method.CLIENT)
             if algorithm in _CHECKSUMS:
-                return cls(info.size, algorithm, base64.b64decode(value), _CHECKSUMS[algorithm]())
+                method = Method.INLINE if algorithm in _INLINE else Method.DIGEST
+                digest = _CHECKSUMS[algorithm]()
+                return cls(info.size, algorithm, method, base64.b64decode(value), digest)
         if etag_is_md5(info):
             md5 = hashlib.md5(usedforsecurity=False)
-            return cls(info.size, "MD5", bytes.fromhex(info.etag), md5)
+            return cls(info.size, "MD5", Method.DIGEST, bytes.fromhex(info.etag), md5)
         return cls(info.size)
 
     @property
     def hashes(self) -> bool:
-        """Whether there is a digest to compute (else only the length is checked)."""
+        """Whether there is a digest to compute here (in the copy pass or beside it)."""
         return self._digest is not None
+
+    def describe(self) -> str:
+        if self.method is Method.CLIENT:
+            return f"{self.name}, validated by the bucket's client"
+        return self.name or "length only"
 
     def count(self, size: int) -> None:
         """Bytes received (the length check)."""
@@ -89,7 +118,8 @@ class BodyCheck:
             self._digest.update(data)
 
     def problem(self) -> str | None:
-        """Why the copied bytes are not the object, or None when they are."""
+        """Why the copied bytes are not the object, or None when they are. (A checksum the
+        client validates has raised already, from the read that reached the end.)"""
         if self._received != self.size:
             return f"got {self._received} of {self.size} bytes"
         if self._digest is not None and self._digest.digest() != self.expected:
