@@ -60,6 +60,7 @@ class HostPolicy:
 
     def refusal(self, host: str | None) -> JSONResponse | None:
         """None when `host` (the request's Host header) is acceptable, else the answer."""
+        host = host or None  # granian passes a missing Host as an empty one
         if self.allowed is not None:
             if host is not None and host.lower() in self.allowed:
                 return None

@@ -11,6 +11,7 @@ from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from runtime import metrics
 from runtime.app.advisories import Advisories
 from runtime.app.auth import Auth
 from runtime.app.config import ServeConfig, load_serve_config
@@ -87,6 +88,7 @@ def create_app(
                 advisories=Advisories(mirror, upstream, documents, config.advisories_ttl, clock),
             )
             yield
+            metrics.flush_requests()  # the last event-loop turn's requests
 
     app = Starlette(
         routes=routes,

@@ -18,6 +18,7 @@ What stays per request: the access log line and the metrics (this middleware run
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,13 +30,15 @@ from runtime.app.logs import LOG_SCOPE_KEY, note_cache
 
 HORIZON = 1.0  # seconds an answer is reused at most
 # What is remembered at most (clients inventing paths or hosts clear it): entries, and the
-# bytes of their bodies, which may outlive the hot cache's copy by up to the horizon.
+# bytes of their bodies and keys. Expired entries go as new ones come (oldest first).
 MAX_ENTRIES = 4096
 MAX_BYTES = 32 * 1024 * 1024
+MAX_KEY_BYTES = 1024  # a longer path or Host is answered, never kept
 _REUSE_KEY = "satchel.reuse"  # scope: seconds the endpoint allows its answer to be reused
 # Request headers that change an answer or its status: such requests always reach the
 # endpoint (a token, a conditional request), and Host/Accept-Encoding are part of the key.
 _PERSONAL = frozenset({b"authorization", b"if-none-match", b"if-modified-since", b"cookie"})
+_KEYED = (b"host", b"accept-encoding")
 
 
 def allow_reuse(scope: Scope, seconds: float) -> None:
@@ -52,6 +55,7 @@ class _Answer:
     epoch: int
     endpoint: Any  # for the metrics' route label
     cache: str  # the cache outcome the original request logged
+    size: int  # bytes counted against MAX_BYTES
 
 
 class ReuseAnswers:
@@ -66,23 +70,14 @@ class ReuseAnswers:
         self.app = app
         self.epoch = epoch  # changes with every local publish or unpublish
         self.clock = clock
-        self.answers: dict[tuple[object, ...], _Answer] = {}
-        self.bytes = 0  # of the bodies in `answers`
+        self.answers: dict[tuple[str, str, bytes, bytes], _Answer] = {}  # oldest first
+        self.bytes = 0  # of the entries in `answers`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+        key = self._key(scope)
+        if key is None:
             await self.app(scope, receive, send)
             return
-        host = accept = b""
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"accept-encoding":
-                accept = value
-            elif name in _PERSONAL:
-                await self.app(scope, receive, send)
-                return
-        key = (scope["method"], scope["path"], scope["query_string"], host, accept)
         answer = self.answers.get(key)
         if answer is not None:
             if answer.until > self.clock() and answer.epoch == self.epoch():
@@ -91,36 +86,80 @@ class ReuseAnswers:
                 await send(answer.start)
                 await send(answer.body)
                 return
-            del self.answers[key]
-            self.bytes -= len(answer.body.get("body", b""))
+            self._drop(key)
         await self._answer_and_keep(key, scope, receive, send)
 
+    def _key(self, scope: Scope) -> tuple[str, str, bytes, bytes] | None:
+        """What the answer depends on, or None: a request that is never reused (not a
+        GET/HEAD, a query, a token or validators, a header the endpoint could read
+        otherwise than this key: Host or Accept-Encoding given twice)."""
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            return None
+        if scope["query_string"]:
+            return None
+        found: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in _KEYED:
+                if name in found:
+                    return None
+                found[name] = value
+            elif name in _PERSONAL:
+                return None
+        host, accept = found.get(b"host", b""), found.get(b"accept-encoding", b"")
+        path: str = scope["path"]
+        if len(path) + len(host) + len(accept) > MAX_KEY_BYTES:
+            return None
+        return scope["method"], path, host, accept
+
     async def _answer_and_keep(
-        self, key: tuple[object, ...], scope: Scope, receive: Receive, send: Send
+        self, key: tuple[str, str, bytes, bytes], scope: Scope, receive: Receive, send: Send
     ) -> None:
         epoch, began = self.epoch(), self.clock()
-        messages: list[Message] = []
+        messages: list[Message] | None = []
 
         async def keeping_send(message: Message) -> None:
-            if len(messages) < 3:  # a third means a streamed body: never kept (nor held)
-                messages.append(message)
+            nonlocal messages
+            if messages is not None:
+                # Kept only when the endpoint allowed it by the time it answers, and only
+                # a one-piece body: a streamed one (a dist) is never held.
+                if (
+                    message["type"] == "http.response.start" and _REUSE_KEY not in scope
+                ) or message.get("more_body", False):
+                    messages = None
+                else:
+                    messages.append(message)
             await send(message)
 
         await self.app(scope, receive, keeping_send)
         seconds = min(scope.get(_REUSE_KEY, 0.0), HORIZON)
-        if seconds <= 0 or len(messages) != 2:
+        if seconds <= 0 or messages is None or len(messages) != 2:
             return
         start, body = messages
-        if start.get("status") != 200 or body.get("more_body", False):
+        if start.get("status") != 200 or key in self.answers:
+            return  # not an answer to keep; or a concurrent request kept it already
+        size = len(body.get("body", b"")) + sum(map(len, key[1:]))
+        if size > MAX_BYTES // 16:
             return
-        size = len(body.get("body", b""))
+        self._expire(began)
         if len(self.answers) >= MAX_ENTRIES or self.bytes + size > MAX_BYTES:
             self.answers.clear()
             self.bytes = 0
-        if size > MAX_BYTES // 16 or key in self.answers:
-            return  # too big to keep; or a concurrent request kept the same answer already
-        self.bytes += size
         fields = scope.get(LOG_SCOPE_KEY) or {}
-        self.answers[key] = _Answer(
-            start, body, began + seconds, epoch, scope.get("endpoint"), fields.get("cache", "-")
-        )
+        cache = fields.get("cache", "-")
+        endpoint = scope.get("endpoint")
+        self.answers[key] = _Answer(start, body, began + seconds, epoch, endpoint, cache, size)
+        self.bytes += size
+
+    def _expire(self, now: float) -> None:
+        """Drop the expired entries at the front (entries come in roughly `until` order)."""
+        expired = []
+        for key, answer in itertools.islice(self.answers.items(), 8):
+            if answer.until > now:
+                break
+            expired.append(key)
+        for key in expired:
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, str, bytes, bytes]) -> None:
+        answer = self.answers.pop(key)
+        self.bytes -= answer.size

@@ -6,8 +6,9 @@ writes happen in Rust, outside the GIL. The app's warm answers cost ~15 µs on t
 (see reuse.py), which only the faster server leaves room for.
 
 What the server bounds for us (uvicorn + httptools needed a protocol subclass for both):
-- A request's head: hyper keeps at most `MAX_HEAD_BYTES` of an unfinished request line and
-  headers, then answers 431 and closes the connection (an endless header costs nothing).
+- A request's head: hyper's read buffer stops growing at `MAX_HEAD_BYTES`; a request line
+  and headers still unfinished then get 431 and the connection is closed (an endless header
+  costs nothing). A complete head that arrived in one read may be up to about twice that.
 - Connections: `SATCHEL_MAX_CONNECTIONS` per worker are served at once (granian's
   backpressure); more wait in the listen backlog until one closes, and idle keep-alive
   connections are closed after `IDLE_SECONDS`, so waiting is short.
@@ -16,13 +17,16 @@ What the server bounds for us (uvicorn + httptools needed a protocol subclass fo
 
 SIGTERM: the listener closes at once, open requests (a long dist stream included) finish
 within `GRACEFUL_SHUTDOWN_SECONDS`, then the lifespan shutdown runs and the process exits 0.
-A worker that dies is started again.
+A worker that dies is started again; one that dies again within ~5 s of its start (a crash
+loop, or a failing lifespan startup) stops the whole server with exit code 1, so that the
+container restarts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -32,6 +36,7 @@ from granian.server import MPServer  # what `granian.Granian` is on a GIL build
 from runtime import metrics
 from runtime.app.config import ServeConfig
 from runtime.app.logs import logging_config
+from runtime.errors import ConfigError
 
 APP = "runtime.app.main:app_from_env"
 GRACEFUL_SHUTDOWN_SECONDS = 25  # inside Kubernetes' default 30 s termination grace period
@@ -60,6 +65,22 @@ def granian_server(config: ServeConfig, **overrides: Any) -> MPServer:
     }
     options.update(overrides)
     return MPServer(APP, **options)
+
+
+def refuse_a_port_in_use(host: str, port: int) -> None:
+    """ConfigError when something listens on host:port already. granian's workers each bind
+    with SO_REUSEPORT, so a second `satchel serve` on a busy port would start and silently
+    share its connections with the first; a plain bind says so first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (another process has it; "
+                "set SATCHEL_PORT or --port)"
+            ) from None
 
 
 def run(config: ServeConfig, **granian_options: Any) -> None:

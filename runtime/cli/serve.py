@@ -23,9 +23,10 @@ def serve(
 ) -> None:
     """Serve a lazy mirror of Composer v2 repositories (SATCHEL_UPSTREAMS) from the bucket."""
     from runtime.app.config import load_serve_config
-    from runtime.app.server import run
+    from runtime.app.server import refuse_a_port_in_use, run
 
     with errors_reported():
         config = load_serve_config(host=host, port=port, workers=workers)
         load_settings()  # a bad storage env fails here (exit 2), before anything listens
+        refuse_a_port_in_use(config.host, config.port)
     run(config)

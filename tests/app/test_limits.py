@@ -135,3 +135,9 @@ def test_connections_beyond_the_limit_wait_until_one_closes(server: ServeProcess
         for connection in held:
             connection.close()
     assert healthz(server) == 200
+
+
+def test_a_request_without_a_host_header_is_served(server: ServeProcess) -> None:
+    answer = answer_to(server, b"GET /packages.json HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 200 "), answer[:200]
+    assert b'"http://127.0.0.1:' in answer  # the base URL is the server's own address

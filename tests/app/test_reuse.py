@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from runtime.app.reuse import HORIZON
-from tests.app.conftest import Mirror
+from runtime.app.reuse import HORIZON, ReuseAnswers
+from tests.app.conftest import BASE, Mirror
 from tests.app.test_private import basic, published, tokens  # noqa: F401 (a fixture)
 
 MakeMirror = Callable[..., Mirror]
@@ -122,3 +122,50 @@ def test_no_reuse_when_the_private_index_is_read_on_every_request(
     seen = lookups(mirror)
     mirror.get(P2)
     assert seen == ["p2/acme/log.json"]
+
+
+def reuse_of(mirror: Mirror) -> ReuseAnswers:
+    layer: Any = mirror.client.app.middleware_stack  # type: ignore[attr-defined]
+    while not isinstance(layer, ReuseAnswers):
+        layer = layer.app
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "header"),
+    [("evil.example", "mirror.example", "Host"), ("gzip", "identity", "Accept-Encoding")],
+)
+def test_a_header_given_twice_is_never_kept_for_either_value(
+    make_mirror: MakeMirror, mirror_env: dict[str, str], first: str, second: str, header: str
+) -> None:
+    mirror = make_mirror(mirror_env)
+    twice = [(header, first), (header, second)]
+    for _ in range(3):  # hot from the second on: would be kept if it were keyed
+        assert mirror.client.get(P2, headers=twice).status_code == 200
+    assert reuse_of(mirror).answers == {}
+    plain = mirror.client.get(P2, headers={header: second})
+    if header == "Host":
+        assert b"evil" not in plain.content
+    else:
+        assert "content-encoding" not in plain.headers
+
+
+def test_what_is_kept_stays_bounded_and_expires(
+    make_mirror: MakeMirror, mirror_env: dict[str, str]
+) -> None:
+    mirror = make_mirror(mirror_env)
+    reuse = reuse_of(mirror)
+    warm(mirror)
+    assert len(reuse.answers) == 1 and reuse.bytes > 0
+    long = "identity, " + "x-custom, " * 110  # a key over MAX_KEY_BYTES: answered, not kept
+    for _ in range(2):
+        assert mirror.get(P2, **{"Accept-Encoding": long}).status_code == 200
+    assert len(reuse.answers) == 1
+    dist = mirror.get(P2).json()["packages"]["acme/log"][0]["dist"]["url"]
+    for _ in range(2):  # a streamed dist is never kept (nor held while it streams)
+        assert mirror.get(dist.removeprefix(BASE)).status_code == 200
+    assert len(reuse.answers) == 1
+    mirror.clock.now += HORIZON
+    warm(mirror, "/p2/acme/util.json")  # kept; the expired one goes
+    assert [key[1] for key in reuse.answers] == ["/p2/acme/util.json"]
+    assert reuse.bytes == reuse.answers[next(iter(reuse.answers))].size

@@ -6,13 +6,16 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 import psutil
 
 from tests.app.processes import ServeProcess
+from tests.cli_helpers import SATCHEL
 
 
 def test_two_workers_answer_keep_alive_requests_without_a_delayed_ack_stall(
@@ -61,3 +64,19 @@ def test_a_worker_that_dies_is_started_again(pod_env: dict[str, str], tmp_path: 
             connection.request("GET", "/healthz")
             assert connection.getresponse().status == 200
             connection.close()
+
+
+def test_a_port_in_use_is_refused_not_shared(pod_env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = subprocess.run(
+            [SATCHEL, "serve", "--port", str(port)],
+            env={**os.environ, **pod_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
