@@ -47,7 +47,7 @@ FILL_WAIT = 5.0  # seconds to wait for another process's fill before reading the
 FILL_POLL = 0.02
 UNCACHEABLE_KEYS = 10_000
 _COPY_CHUNK = 1024 * 1024
-_DIGEST_QUEUE = 4  # chunks waiting for the digest thread (bounds the memory it holds)
+_STAGE_QUEUE = 4  # chunks waiting for the writer or digest thread (the memory they hold)
 
 
 class Fill(enum.Enum):
@@ -262,19 +262,30 @@ class FileCache:
 def _copy_verified(source: BinaryIO, out: BinaryIO, check: BodyCheck, key: str) -> bool:
     """Copy the body at the source's speed, checking what `check` can; False when wrong.
 
-    One pass in this thread: each chunk, as the bucket's client hands it over, is counted,
-    CRC'd when the check is a CRC computed here (`Method.INLINE`, GB/s) and written. A
-    checksum the client validates itself (`Method.CLIENT`: every object the app wrote) costs
-    nothing more: a mismatch raises from the read that reaches the end, the entry is never
-    renamed into place and the temp file goes. Only a slow digest (`Method.DIGEST`: the MD5
-    of a legacy single-part ETag, a SHA) runs on a thread of its own, fed the same chunks,
-    so that it overlaps with the copy instead of adding to it.
+    This thread reads the client's own chunks (no copy through a buffer of ours), counts
+    them and, when the check is a CRC computed here (`Method.INLINE`, GB/s), CRCs them; a
+    thread of its own writes them, so the disk overlaps with the network instead of adding
+    to it. A checksum the client validates itself (`Method.CLIENT`: every object the app
+    wrote) costs nothing more: a mismatch raises from the read that reaches the end, the
+    entry is never renamed into place and the temp file goes. Only a slow digest
+    (`Method.DIGEST`: the MD5 of a legacy single-part ETag, a SHA) gets a thread as well.
     """
-    with _digest_thread(check) if check.method is Method.DIGEST else _inline(check) as digest:
+    inline = check.update if check.method is Method.INLINE else None
+    stages = [_Stage(out.write, "satchel-fill-write")]
+    if check.method is Method.DIGEST:
+        stages.append(_Stage(check.update, "satchel-fill-digest"))
+    try:
         for chunk in _chunks(source):
             check.count(len(chunk))
-            digest(chunk)
-            out.write(chunk)
+            if inline is not None:
+                inline(chunk)
+            for stage in stages:
+                stage.feed(chunk)
+    finally:
+        for stage in stages:
+            stage.stop()
+    for stage in stages:
+        stage.check()
     problem = check.problem()
     if problem is not None:
         log.warning("not caching %s: %s", key, problem)
@@ -293,43 +304,37 @@ def _chunks(source: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-@contextlib.contextmanager
-def _inline(check: BodyCheck) -> Iterator[Callable[[bytes], None]]:
-    yield check.update if check.hashes else _ignore
+class _Stage:
+    """`work` on a thread of its own, fed chunks in order through a short queue (the
+    memory it holds is bounded). Its first failure stops it and is raised to the feeder."""
 
+    def __init__(self, work: Callable[[bytes], object], name: str) -> None:
+        self._work = work
+        self._inbox: queue.Queue[bytes | None] = queue.Queue(_STAGE_QUEUE)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
-def _ignore(chunk: bytes) -> None:
-    pass
-
-
-@contextlib.contextmanager
-def _digest_thread(check: BodyCheck) -> Iterator[Callable[[bytes], None]]:
-    """`check.update` on a thread of its own (hashlib releases the GIL), chunks in order."""
-    inbox: queue.Queue[bytes | None] = queue.Queue(_DIGEST_QUEUE)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        while (chunk := inbox.get()) is not None:
-            if not failure:
+    def _run(self) -> None:
+        while (chunk := self._inbox.get()) is not None:
+            if self._failure is None:
                 try:
-                    check.update(chunk)
-                except BaseException as exc:  # reported to the copy, which stops
-                    failure.append(exc)
+                    self._work(chunk)
+                except BaseException as exc:  # reported to the feeder, which stops
+                    self._failure = exc
 
-    def feed(chunk: bytes) -> None:
-        if failure:
-            raise failure[0]
-        inbox.put(chunk)
+    def feed(self, chunk: bytes) -> None:
+        self.check()
+        self._inbox.put(chunk)
 
-    thread = threading.Thread(target=run, name="satchel-digest", daemon=True)
-    thread.start()
-    try:
-        yield feed
-    finally:
-        inbox.put(None)
-        thread.join()
-    if failure:
-        raise failure[0]
+    def stop(self) -> None:
+        """Let it finish what it was fed, and wait."""
+        self._inbox.put(None)
+        self._thread.join()
+
+    def check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
 
 class _Validated(Protocol):
