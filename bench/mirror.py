@@ -1,6 +1,8 @@
 """`make bench`: the mirror store and `satchel serve` on the local IRSA target, one table.
 
 python -m bench.mirror   (prints the table, writes bench/results.json)
+python -m bench.mirror "dist throughput" ...   (only the figures named: a quicker look,
+                                                 printed, results.json left alone)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from bench.harness import local_target
 from bench.report import Row, table, write_results
 
 
-def main() -> int:
+def main(only: list[str]) -> int:
     began = time.perf_counter()
     rows: list[Row] = []
     raw: dict[str, Any] = {}
@@ -32,7 +34,13 @@ def main() -> int:
                 ("concurrent readers", lambda: dists.concurrent_readers(bench, app)),
                 ("satchel serve under wrk", lambda: serve.figures(bench)),
             ]
+            unknown = set(only) - {name for name, _ in figures}
+            if unknown:
+                print(f"unknown figures: {sorted(unknown)}", file=sys.stderr)
+                return 2
             for name, figure in figures:
+                if only and name not in only:
+                    continue
                 figure_rows, figure_raw = figure()
                 rows += figure_rows
                 raw.update(figure_raw)
@@ -43,7 +51,8 @@ def main() -> int:
     print(table(rows))
     missed = [row for row in rows if row.met is False]
     print(f"\n{len(rows)} figures, {len(missed)} target(s) missed, {elapsed:.0f} s")
-    print(f"written to {write_results(rows, raw, elapsed)}")
+    if not only:
+        print(f"written to {write_results(rows, raw, elapsed)}")
     return 0
 
 
@@ -52,4 +61,4 @@ def _progress(message: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
