@@ -23,7 +23,9 @@ def checksum_policy(endpoint: str | None, environ: Mapping[str, str]) -> str:
     Since 1.36, boto3 adds CRC checksums to every upload by default, sent as aws-chunked
     bodies with trailers. AWS verifies them, which is worth keeping; many S3-compatible
     servers (older MinIO, Ceph RGW, several hosted providers) reject that encoding. An
-    explicit AWS_REQUEST_CHECKSUM_CALCULATION wins over this choice.
+    explicit AWS_REQUEST_CHECKSUM_CALCULATION wins over this choice. Either way the S3
+    adapter sends every object's CRC32 itself, as a plain precomputed header (no trailer),
+    and GETs ask for it back (ChecksumMode=ENABLED), which botocore then validates.
     """
     explicit = environ.get("AWS_REQUEST_CHECKSUM_CALCULATION")
     if explicit:
