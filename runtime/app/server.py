@@ -25,6 +25,7 @@ container restarts.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import socket
 from typing import Any
@@ -86,7 +87,10 @@ def refuse_a_port_in_use(host: str, port: int) -> None:
 def run(config: ServeConfig, **granian_options: Any) -> None:
     """Serve until SIGINT/SIGTERM; open requests finish before the workers exit."""
     logging.getLogger("satchel").info("starting %d workers", config.workers)
-    # Each worker writes its metrics into this directory; /metrics merges them.
+    # Each worker writes its metrics into this directory; /metrics merges them. Workers are
+    # started fresh (spawn), not forked: prometheus-client picks its multiprocess value
+    # store at import, and this process imported it before the directory was set.
     if metrics.MULTIPROC_VAR not in os.environ:
         metrics.prepare_multiprocess()
+    multiprocessing.set_start_method("spawn", force=True)
     granian_server(config, **granian_options).serve()

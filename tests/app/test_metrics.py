@@ -56,13 +56,10 @@ def test_metrics_count_requests_outcomes_and_storage_without_unbounded_labels(
 def test_metrics_of_two_workers_are_merged(
     pod_env: dict[str, str], repo: ComposerRepo, alias: str, tmp_path: Path
 ) -> None:
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    env = {
-        **pod_env,
-        "SATCHEL_UPSTREAMS": f"{alias}={repo.url}",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
+    # What `satchel serve` sets up by itself (in a pod nothing sets PROMETHEUS_MULTIPROC_DIR):
+    # a fresh directory in the temp dir.
+    metrics_dir = tmp_path / "satchel-metrics"
+    env = {**pod_env, "SATCHEL_UPSTREAMS": f"{alias}={repo.url}", "TMPDIR": str(tmp_path)}
     sent = 0
     with ServeProcess(env, tmp_path / "logs", workers=2) as serve:
         # A new connection each: the kernel hands them to either worker; go on until both
