@@ -147,10 +147,14 @@ def test_two_processes_under_load_survive_every_dependency_failing(
         for name in ("a", "b")
     ]
     events: dict[str, float] = {}
+    load = Load([p.port for p in processes], repo, {})
+    # Rotating from the start, as kubelet does: two processes starting on a loaded machine
+    # can take longer than one token's 5 s.
+    threads = [threading.Thread(target=load.kubelet, args=(chaos_target,))]
+    threads[0].start()
     try:
         for process in processes:
             process.start()
-        load = Load([p.port for p in processes], repo, {})
         for process in processes:  # warm: documents in every hot cache, dists in every cache
             for name in WARM:
                 status, body, _ = load.get(process.port, f"/p2/{name}.json")
@@ -159,11 +163,11 @@ def test_two_processes_under_load_survive_every_dependency_failing(
                     path = version["dist"]["url"].split(f":{process.port}", 1)[1]
                     assert load.get(process.port, path)[0] == 200
                     load.dists[path] = version["dist"]["shasum"]
-        threads = [threading.Thread(target=load.client, args=(seed,)) for seed in range(CLIENTS)]
-        threads.append(threading.Thread(target=load.readiness, args=(processes[0].port,)))
-        threads.append(threading.Thread(target=load.kubelet, args=(chaos_target,)))
-        for thread in threads:
+        clients = [threading.Thread(target=load.client, args=(seed,)) for seed in range(CLIENTS)]
+        clients.append(threading.Thread(target=load.readiness, args=(processes[0].port,)))
+        for thread in clients:
             thread.start()
+        threads += clients
         began = time.monotonic()
 
         def at(second: float, name: str) -> None:
@@ -187,10 +191,10 @@ def test_two_processes_under_load_survive_every_dependency_failing(
         at(19, "disk freed")
         filler.unlink()
         at(23, "end")
+    finally:
         load.stop.set()
         for thread in threads:
             thread.join(60)
-    finally:
         for process in processes:
             process.stop()
         repo.stop()
