@@ -194,31 +194,16 @@ class AccessLog:
             await self.app(scope, receive, counting_send)
         finally:
             seconds = time.perf_counter() - start
-            record = request_record(
-                scope["method"], scope["path"], status, sent, seconds, fields["cache"]
-            )
+            record = {
+                "time": _now(),
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "bytes": sent,
+                "duration_ms": round(seconds * 1000, 2),
+                "cache": fields["cache"],
+            }
             if "request_id" in fields:  # an error body gave the client this id
                 record["request_id"] = fields["request_id"]
             self.emit(self.fd, record)
             _count(scope, status, seconds, fields["cache"])
-
-
-def request_record(
-    method: str, path: str, status: int, sent: int, seconds: float, cache: str
-) -> dict[str, Any]:
-    """One access-log line's fields (AccessLog's, and the RSGI front's for reused answers)."""
-    return {
-        "time": _now(),
-        "method": method,
-        "path": path,
-        "status": status,
-        "bytes": sent,
-        "duration_ms": round(seconds * 1000, 2),
-        "cache": cache,
-    }
-
-
-def batched_lines(fd: int) -> Callable[[dict[str, Any]], None]:
-    """Write records to `fd`, one write(2) per event-loop turn (see _BatchedLines)."""
-    lines = _BatchedLines(fd)
-    return lambda record: lines.add(_encode(record))

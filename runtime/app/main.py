@@ -22,9 +22,8 @@ from runtime.app.health import ReadinessProbe
 from runtime.app.logs import AccessLog
 from runtime.app.outbound import Outbound, Resolver, system_resolver
 from runtime.app.private import PrivateRepository
-from runtime.app.reuse import Answers, ReuseAnswers
+from runtime.app.reuse import ReuseAnswers
 from runtime.app.routes import Services, routes
-from runtime.app.rsgi import RsgiFront
 from runtime.app.upstream import UpstreamClient, new_client
 from runtime.mirror import open_mirror
 from runtime.mirror.filecache import FileCache
@@ -91,16 +90,14 @@ def create_app(
             yield
             metrics.flush_requests()  # the last event-loop turn's requests
 
-    answers = Answers(epoch=lambda: private.epoch, clock=monotonic)
     app = Starlette(
         routes=routes,
         middleware=[
             Middleware(AccessLog, fd=access_log_fd, batched=batch_access_log),
-            Middleware(ReuseAnswers, answers=answers),
+            Middleware(ReuseAnswers, epoch=lambda: private.epoch, clock=monotonic),
         ],
         lifespan=lifespan,
     )
-    app.state.answers = answers  # also looked up by the RSGI front (runtime.app.rsgi)
     app.state.mirror = mirror  # its stats tell which requests touched the bucket
     budgets = [mirror.metadata.budget, mirror.dists.budget, archives.budget]
 
@@ -111,7 +108,7 @@ def create_app(
     return app
 
 
-def app_from_env() -> RsgiFront:
+def app_from_env() -> Starlette:
     """What each server worker runs (`satchel serve` validated the env before starting)."""
     # Under load, one write per event-loop turn instead of one per request (~+10% req/s).
-    return RsgiFront(create_app(load_settings(), load_serve_config(), batch_access_log=True))
+    return create_app(load_settings(), load_serve_config(), batch_access_log=True)

@@ -1,9 +1,9 @@
-"""Running the app under granian (a Rust HTTP server), on its RSGI interface: reused warm
-answers in one call, the ASGI app behind an adapter for the rest (runtime.app.rsgi).
+"""Running the app under granian (a Rust HTTP server; its ASGI interface, with lifespan).
 
-Why granian and not uvicorn: with 2 workers a bare callable answers a small body at ~0.5x
-nginx on uvicorn, 0.6-0.7x on granian's ASGI and 0.75-0.85x on its RSGI interface: HTTP
-parsing, keep-alive and socket writes happen in Rust, outside the GIL.
+Why granian and not uvicorn: with 2 workers a bare ASGI callable answers a small body at
+~0.5x nginx on uvicorn and 0.6-0.7x on granian, whose HTTP parsing, keep-alive and socket
+writes happen in Rust, outside the GIL. The app's warm answers cost ~15 µs on top of that
+(see reuse.py), which only the faster server leaves room for.
 
 What the server bounds for us (uvicorn + httptools needed a protocol subclass for both):
 - A request's head: hyper's read buffer stops growing at `MAX_HEAD_BYTES`; a request line
@@ -49,7 +49,7 @@ def granian_server(config: ServeConfig, **overrides: Any) -> MPServer:
     options: dict[str, Any] = {
         "address": config.host,
         "port": config.port,
-        "interface": Interfaces.RSGI,  # runtime.app.rsgi: the ASGI app behind it
+        "interface": Interfaces.ASGI,  # with lifespan
         "factory": True,
         "workers": config.workers,
         "loop": Loops.uvloop,

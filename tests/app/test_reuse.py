@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runtime.app.reuse import HORIZON, Answers
+from runtime.app.reuse import HORIZON, ReuseAnswers
 from tests.app.conftest import BASE, Mirror
 from tests.app.test_private import basic, published, tokens  # noqa: F401 (a fixture)
 
@@ -124,9 +124,11 @@ def test_no_reuse_when_the_private_index_is_read_on_every_request(
     assert seen == ["p2/acme/log.json"]
 
 
-def reuse_of(mirror: Mirror) -> Answers:
-    found: Answers = mirror.client.app.state.answers  # type: ignore[attr-defined]
-    return found
+def reuse_of(mirror: Mirror) -> ReuseAnswers:
+    layer: Any = mirror.client.app.middleware_stack  # type: ignore[attr-defined]
+    while not isinstance(layer, ReuseAnswers):
+        layer = layer.app
+    return layer
 
 
 @pytest.mark.parametrize(
