@@ -17,9 +17,11 @@ What the server bounds for us (uvicorn + httptools needed a protocol subclass fo
 
 SIGTERM: the listener closes at once, open requests (a long dist stream included) finish
 within `GRACEFUL_SHUTDOWN_SECONDS`, then the lifespan shutdown runs and the process exits 0.
-A worker that dies is started again; one that dies again within ~5 s of its start (a crash
-loop, or a failing lifespan startup) stops the whole server with exit code 1, so that the
-container restarts.
+A worker that dies is started again (after 3.5 s); one that dies again within ~5 s of that
+stops the whole server with exit code 1, so that the container restarts. With several
+workers failing their startup in turn, granian's check does not trip and it keeps starting
+them: the liveness probe (no answer) is what restarts such a container. The lifespan does
+no I/O that can fail on a bad bucket (see main.py), so this takes a broken local disk.
 """
 
 from __future__ import annotations

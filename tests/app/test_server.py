@@ -46,7 +46,14 @@ def test_sigterm_stops_serve_cleanly(pod_env: dict[str, str], tmp_path: Path) ->
 
 def _workers(main: psutil.Process) -> list[psutil.Process]:
     """The worker processes (spawned: multiprocessing's resource tracker is a child too)."""
-    return [p for p in main.children() if "resource_tracker" not in " ".join(p.cmdline())]
+    workers = []
+    for child in main.children():
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                workers.append(child)
+        except psutil.Error:  # a worker that just died (a zombie until reaped)
+            continue
+    return workers
 
 
 def test_a_worker_that_dies_is_started_again(pod_env: dict[str, str], tmp_path: Path) -> None:
@@ -56,14 +63,14 @@ def test_a_worker_that_dies_is_started_again(pod_env: dict[str, str], tmp_path: 
         workers = _workers(main)
         assert len(workers) == 2
         os.kill(workers[0].pid, signal.SIGKILL)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30  # granian waits 3.5 s, then a fresh interpreter
         while time.monotonic() < deadline:
             alive = [w for w in _workers(main) if w.status() != psutil.STATUS_ZOMBIE]
             if len(alive) == 2 and workers[0].pid not in {w.pid for w in alive}:
                 break
             time.sleep(0.1)
         else:
-            raise AssertionError("the killed worker was not replaced within 15 s")
+            raise AssertionError("the killed worker was not replaced within 30 s")
         for _ in range(10):  # both workers answer
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
             connection.request("GET", "/healthz")
