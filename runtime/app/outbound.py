@@ -337,9 +337,9 @@ def _check_url(url: str, hosts: HostRule | None) -> httpx.URL:
             f"{safe_url(url)} carries credentials in the URL; they are not sent (put them in"
             " COMPOSER_AUTH or SATCHEL_UPSTREAM_AUTH_FILE)"
         )
-    if hosts is not None and not hosts.allows(*endpoint(parsed)):
+    host, port = endpoint(parsed)
+    if hosts is not None and not hosts.allows(host, port):
         if hosts.hint:
-            host, port = endpoint(parsed)
             raise Refused(f"{host}:{port} is not allowed ({safe_url(url)}): {hosts.hint}")
         raise Refused(
             f"dist host {parsed.host} is not allowed ({safe_url(url)}); to mirror dists from"
@@ -409,9 +409,7 @@ class Outbound:
     def _secure(self, target: httpx.URL) -> bool:
         """Whether credentials may go over this hop: https, or an http upstream the
         operator configured (its host and port)."""
-        if target.scheme == "https":
-            return True
-        return (target.host.lower(), target.port or 80) in self.plain_http
+        return target.scheme == "https" or endpoint(target) in self.plain_http
 
 
 def _keeps_credentials(origin: tuple[str, int | None, str], target: httpx.URL) -> bool:
