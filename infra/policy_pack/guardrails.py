@@ -289,14 +289,16 @@ def _public_statements(doc: Document) -> list[Document]:
     return found
 
 
-def _policy_document(resource: Any) -> Document | object | None:
-    """The `policy` of a bucket policy or a bucket: a document, None (none, or not a
+def _document(resource: Any, key: str) -> Document | object | None:
+    """The document in a resource's property `key`: a document, None (none, or not a
     document), `_MISSING` (not known yet)."""
-    try:
-        value = resource.props.get("policy")
-        return None if value in (None, "") else document(value)
-    except UnknownValueError:
-        return _MISSING
+    doc: Document | object | None = known(lambda: document(resource.props.get(key)))
+    return doc
+
+
+def _policy_document(resource: Any) -> Document | object | None:
+    """The `policy` of a bucket policy or a bucket (`_document`)."""
+    return _document(resource, "policy")
 
 
 @_resource_policy(
@@ -510,10 +512,7 @@ def irsa_trust_problems(doc: Document) -> list[str]:
 
 def _trust(resource: Any) -> Document | object | None:
     """A role's trust document, None if it is none, `_MISSING` if not known yet."""
-    try:
-        return document(resource.props.get("assumeRolePolicy"))
-    except UnknownValueError:
-        return _MISSING
+    return _document(resource, "assumeRolePolicy")
 
 
 @_resource_policy(
@@ -638,11 +637,10 @@ def _permission_documents(resource: Any) -> Iterator[tuple[str, Document | None]
     (None: not a document)."""
     typ = resource.resource_type
     if typ in (IAM_POLICY, ROLE_POLICY):
-        try:
-            doc = document(resource.props.get("policy"))
-        except UnknownValueError:
+        doc = _policy_document(resource)
+        if doc is _MISSING:
             return  # not known yet: checked at up
-        yield "", doc
+        yield "", doc if isinstance(doc, dict) else None
     elif typ == ROLE:
         inline = prop(resource, "inlinePolicies")
         if inline is _MISSING:
