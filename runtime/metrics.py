@@ -140,7 +140,7 @@ class _RequestTally:
         latency, self.latency = self.latency, {}
         outcomes, self.outcomes = self.outcomes, {}
         for (route, klass), count in requests.items():
-            self.child(HTTP_REQUESTS, route, f"{klass}xx").inc(count)
+            self.child(HTTP_REQUESTS, route, status_class(klass * 100)).inc(count)
         for route, (buckets, total) in latency.items():
             child = self.child(HTTP_LATENCY, route)
             # Histogram.observe() one value at a time, in bulk: the same two value stores
