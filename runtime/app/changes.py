@@ -64,7 +64,11 @@ class ChangesFeed:
         return checked >= self.resynced and self.changed.get(path, float("-inf")) <= checked
 
     def due(self) -> bool:
-        return self.clock() - self.attempted >= self.interval
+        return self.next_poll_in() <= 0
+
+    def next_poll_in(self) -> float:
+        """Seconds until the next read is due (<= 0: now)."""
+        return self.attempted + self.interval - self.clock()
 
     async def poll(self) -> None:
         """Read the feed if an interval has passed (one read per worker at a time)."""

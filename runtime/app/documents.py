@@ -189,11 +189,10 @@ class Documents:
     def _fresh_for(self, doc: Doc, feed: ChangesFeed | None, path: str) -> float:
         """How long a fresh doc stays fresh: until its TTL ends or, with a changes feed,
         until the feed's next poll (which may name it changed)."""
-        now = self.clock()
-        left = self.ttl - (now - doc.checked)
+        left = self.ttl - (self.clock() - doc.checked)
         if feed is None:
             return left
-        next_poll = feed.attempted + feed.interval - now
+        next_poll = feed.next_poll_in()
         return next_poll if feed.verdict(path, doc.checked) else min(left, next_poll)
 
     def _fresh(self, doc: Doc, feed: ChangesFeed | None = None, path: str = "") -> bool:
