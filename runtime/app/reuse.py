@@ -41,6 +41,9 @@ _PERSONAL = frozenset({b"authorization", b"if-none-match", b"if-modified-since",
 _KEYED = (b"host", b"accept-encoding")
 
 
+Key = tuple[str, str, bytes, bytes]  # method, path, Host, Accept-Encoding
+
+
 def allow_reuse(scope: Scope, seconds: float) -> None:
     """Called by an endpoint whose answer to this request may be sent again to the same
     request for `seconds` (capped at HORIZON)."""
@@ -70,7 +73,7 @@ class ReuseAnswers:
         self.app = app
         self.epoch = epoch  # changes with every local publish or unpublish
         self.clock = clock
-        self.answers: dict[tuple[str, str, bytes, bytes], _Answer] = {}  # oldest first
+        self.answers: dict[Key, _Answer] = {}  # oldest first
         self.bytes = 0  # of the entries in `answers`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,7 +92,7 @@ class ReuseAnswers:
             self._drop(key)
         await self._answer_and_keep(key, scope, receive, send)
 
-    def _key(self, scope: Scope) -> tuple[str, str, bytes, bytes] | None:
+    def _key(self, scope: Scope) -> Key | None:
         """What the answer depends on, or None: a request that is never reused (not a
         GET/HEAD, a query, a token or validators, a header the endpoint could read
         otherwise than this key: Host or Accept-Encoding given twice)."""
@@ -111,9 +114,7 @@ class ReuseAnswers:
             return None
         return scope["method"], path, host, accept
 
-    async def _answer_and_keep(
-        self, key: tuple[str, str, bytes, bytes], scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    async def _answer_and_keep(self, key: Key, scope: Scope, receive: Receive, send: Send) -> None:
         epoch, began = self.epoch(), self.clock()
         messages: list[Message] | None = []
 
@@ -160,6 +161,6 @@ class ReuseAnswers:
         for key in expired:
             self._drop(key)
 
-    def _drop(self, key: tuple[str, str, bytes, bytes]) -> None:
+    def _drop(self, key: Key) -> None:
         answer = self.answers.pop(key)
         self.bytes -= answer.size
