@@ -19,12 +19,7 @@ from runtime.app.outbound import DEFAULT_DIST_HOSTS, HostRule, endpoint
 
 def http_upstreams(config: ServeConfig) -> frozenset[tuple[str, int]]:
     """(host, port) of each upstream configured over plain http: credentials may go there."""
-    out = set()
-    for upstream in config.upstreams:
-        parts = urlsplit(upstream.url)
-        if parts.scheme == "http" and parts.hostname:
-            out.add((parts.hostname.lower(), parts.port or 80))
-    return frozenset(out)
+    return frozenset(endpoint(u.url) for u in config.upstreams if urlsplit(u.url).scheme == "http")
 
 
 def trusted_hosts(config: ServeConfig) -> HostRule:
