@@ -140,16 +140,20 @@ class S3Adapter:
         try:
             with ThreadPoolExecutor(PART_CONCURRENCY, thread_name_prefix="satchel-upload") as pool:
                 parts: list[Future[dict[str, Any]]] = []
+                pending: set[Future[dict[str, Any]]] = set()
                 crc, number, data = 0, 1, first
                 while data:
                     crc = zlib.crc32(data, crc)
-                    parts.append(pool.submit(self._upload_part, key, upload_id, number, data))
+                    part = pool.submit(self._upload_part, key, upload_id, number, data)
                     del data  # the part's thread holds it now
-                    while sum(not part.done() for part in parts) >= PART_CONCURRENCY:
-                        wait(parts, return_when=FIRST_COMPLETED)
-                    for part in parts:  # stop reading at the first failed part
-                        if part.done() and part.exception() is not None:
-                            part.result()
+                    parts.append(part)
+                    pending.add(part)
+                    # block for a free slot only when all are busy (waiting on parts already
+                    # done would return at once: a spin)
+                    full = len(pending) >= PART_CONCURRENCY
+                    finished, pending = wait(pending, None if full else 0, FIRST_COMPLETED)
+                    for part in finished:  # a failed part raises: stop reading
+                        part.result()
                     number += 1
                     data = _read_part(rest)
                 done = [part.result() for part in parts]
