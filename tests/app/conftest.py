@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from infra.local.composer_repo import ComposerRepo, standard_repo
 from runtime.app import create_app
 from runtime.app.config import load_serve_config
 from runtime.settings import load_settings
+from runtime.storage import open_storages
 
 BASE = "http://mirror.test"
 
@@ -65,6 +67,20 @@ def repo() -> Iterator[ComposerRepo]:
 @pytest.fixture
 def alias() -> str:
     return f"t{secrets.token_hex(4)}"
+
+
+@contextmanager
+def dist_in_bucket(env: dict[str, str], alias: str, size: int) -> Iterator[tuple[str, bytes]]:
+    """`size` random bytes stored as a dist of upstream `alias` in the mirror's bucket (no
+    worker has them on its disk yet): their /dists path and the bytes; deleted after."""
+    payload = secrets.token_bytes(size)
+    key = f"{alias}/acme/stored/1.0.0-{secrets.token_hex(4)}.zip"
+    storage = open_storages(load_settings(env)).mirror_dist
+    storage.write(key, payload)
+    try:
+        yield f"/dists/{key}", payload
+    finally:
+        storage.delete(key)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ exits 0 once the stream is done (Kubernetes sends SIGTERM after the preStop slee
 from __future__ import annotations
 
 import hashlib
-import secrets
 import signal
 import socket
 import time
@@ -16,8 +15,7 @@ import pytest
 
 from infra.local.composer_repo import ComposerRepo
 from runtime.app.server import GRACEFUL_SHUTDOWN_SECONDS
-from runtime.settings import load_settings
-from runtime.storage import open_storages
+from tests.app.conftest import dist_in_bucket
 from tests.app.processes import ServeProcess
 
 MiB = 1024 * 1024
@@ -27,12 +25,8 @@ READ_RATE = 16 * MiB  # bytes per second the client takes: the stream lasts ~3 s
 
 @pytest.fixture
 def stored_dist(pod_env: dict[str, str], alias: str) -> Iterator[tuple[str, bytes]]:
-    payload = secrets.token_bytes(DIST_BYTES)
-    key = f"{alias}/acme/big/1.0.0-{secrets.token_hex(4)}.zip"
-    storage = open_storages(load_settings(pod_env)).mirror_dist
-    storage.write(key, payload)
-    yield f"/dists/{key}", payload
-    storage.delete(key)
+    with dist_in_bucket(pod_env, alias, DIST_BYTES) as stored:
+        yield stored
 
 
 def _read_head(client: socket.socket) -> tuple[bytes, bytes]:

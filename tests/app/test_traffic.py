@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import math
-import secrets
 import socket
 import statistics
 import threading
@@ -17,8 +16,8 @@ import pytest
 
 from infra.local.composer_repo import ComposerRepo
 from infra.local.target import LocalTarget
-from runtime import load_settings, open_storages
 from runtime.app.health import REMEMBER_SECONDS
+from tests.app.conftest import dist_in_bucket
 from tests.app.processes import ServeProcess
 
 FAST_CLIENTS = 100
@@ -94,12 +93,8 @@ class Prober(threading.Thread):
 @pytest.fixture
 def cold_dist(pod_env: dict[str, str], alias: str) -> Iterator[tuple[str, bytes]]:
     """A dist in the mirror's bucket that no worker has on its disk yet."""
-    payload = secrets.token_bytes(DIST_BYTES)
-    key = f"{alias}/acme/popular/2.0.0-{secrets.token_hex(4)}.zip"
-    storages = open_storages(load_settings(pod_env))
-    storages.mirror_dist.write(key, payload)
-    yield f"/dists/{key}", payload
-    storages.mirror_dist.delete(key)
+    with dist_in_bucket(pod_env, alias, DIST_BYTES) as stored:
+        yield stored
 
 
 def test_a_popular_cold_dist_never_makes_anyone_wait_for_a_slow_client(
