@@ -303,7 +303,10 @@ def test_a_stateless_read_whose_bytes_do_not_match_their_checksum_fails_at_its_e
     mirror = open_mirror(load_settings(s3_env))
     mirror.put_dist("acme/lib/1.0.zip", secrets.token_bytes(100_000))
     lying_checksum(_s3(mirror).client, "AAAAAA==")
-    with mirror.open_dist("acme/lib/1.0.zip") as stream, pytest.raises(BackendUnavailable):
+    with (
+        mirror.open_dist("acme/lib/1.0.zip") as stream,
+        pytest.raises(BackendUnavailable, match="checksum"),
+    ):
         while stream.read(16_384):
             pass
 
