@@ -79,7 +79,7 @@ class Advisories:
         and what it cost (for the access log). Raises AdvisoriesUnavailable."""
         wanted = sorted({n.lower() for n in names if n})[:MAX_NAMES]
         public = [n for n in wanted if n not in private]
-        found: dict[str, list[Any]] = {name: [] for name in wanted}
+        named: list[str] = []  # with `parts`: each name's answer from each upstream
         parts: list[Known] = []
         outcomes: set[str] = set()
         for alias in aliases:
@@ -99,20 +99,23 @@ class Advisories:
             asked = [n for n in public if root.allows(n)]
             known, outcome = await self._known(alias, root.advisories_url, asked)
             outcomes.add(outcome)
-            for name in asked:
-                parts.append(known[name])
-                for advisory in known[name].advisories:
-                    if advisory not in found[name]:
-                        found[name].append(advisory)
+            named += asked
+            parts += [known[name] for name in asked]
         key, stamp = tuple(wanted), tuple(parts)
+        cost = ",".join(sorted(outcomes)) or "none"
         cached = self.answers.get(key)
         if cached is not None and cached[0] == stamp:
-            return cached[1], cached[2], ",".join(sorted(outcomes)) or "none"
+            return cached[1], cached[2], cost
+        found: dict[str, list[Any]] = {name: [] for name in wanted}
+        for name, entry in zip(named, parts, strict=True):
+            for advisory in entry.advisories:
+                if advisory not in found[name]:
+                    found[name].append(advisory)
         body = json.dumps({"advisories": found}, separators=(",", ":")).encode()
         etag = hashlib.sha1(body, usedforsecurity=False).hexdigest()
         encoded = Encoded(body)
         self.answers.put(key, (stamp, encoded, etag))
-        return encoded, etag, ",".join(sorted(outcomes)) or "none"
+        return encoded, etag, cost
 
     async def _known(self, alias: str, api: str, names: list[str]) -> tuple[dict[str, Known], str]:
         now = self.clock()
