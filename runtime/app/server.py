@@ -30,7 +30,6 @@ import logging
 import multiprocessing
 import os
 import socket
-from typing import Any
 
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
@@ -47,27 +46,26 @@ MAX_HEAD_BYTES = 64 * 1024  # request line and headers; nginx's large_client_hea
 IDLE_SECONDS = 30  # a keep-alive connection's wait for its next request's head
 
 
-def granian_server(config: ServeConfig, **overrides: Any) -> MPServer:
-    options: dict[str, Any] = {
-        "address": config.host,
-        "port": config.port,
-        "interface": Interfaces.ASGI,  # with lifespan
-        "factory": True,
-        "workers": config.workers,
-        "loop": Loops.uvloop,
-        "http": HTTPModes.http1,  # TLS and HTTP/2 end at the ingress
-        "websockets": False,
-        "backpressure": config.max_connections,
-        "http1_settings": HTTP1Settings(
+def granian_server(config: ServeConfig) -> MPServer:
+    return MPServer(
+        APP,
+        address=config.host,
+        port=config.port,
+        interface=Interfaces.ASGI,  # with lifespan
+        factory=True,
+        workers=config.workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,  # TLS and HTTP/2 end at the ingress
+        websockets=False,
+        backpressure=config.max_connections,
+        http1_settings=HTTP1Settings(
             header_read_timeout=IDLE_SECONDS * 1000, max_buffer_size=MAX_HEAD_BYTES
         ),
-        "log_dictconfig": logging_config(),
-        "log_access": False,  # ours is structured (runtime.app.logs)
-        "workers_kill_timeout": GRACEFUL_SHUTDOWN_SECONDS,
-        "respawn_failed_workers": True,
-    }
-    options.update(overrides)
-    return MPServer(APP, **options)
+        log_dictconfig=logging_config(),
+        log_access=False,  # ours is structured (runtime.app.logs)
+        workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS,
+        respawn_failed_workers=True,
+    )
 
 
 def refuse_a_port_in_use(host: str, port: int) -> None:
@@ -86,7 +84,7 @@ def refuse_a_port_in_use(host: str, port: int) -> None:
             ) from None
 
 
-def run(config: ServeConfig, **granian_options: Any) -> None:
+def run(config: ServeConfig) -> None:
     """Serve until SIGINT/SIGTERM; open requests finish before the workers exit."""
     logging.getLogger("satchel").info("starting %d workers", config.workers)
     # Each worker writes its metrics into this directory; /metrics merges them. Workers are
@@ -95,4 +93,4 @@ def run(config: ServeConfig, **granian_options: Any) -> None:
     if metrics.MULTIPROC_VAR not in os.environ:
         metrics.prepare_multiprocess()
     multiprocessing.set_start_method("spawn", force=True)
-    granian_server(config, **granian_options).serve()
+    granian_server(config).serve()
