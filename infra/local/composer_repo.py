@@ -100,9 +100,7 @@ class ComposerRepo:
         release = Release(name, version, requires, archive, reference)
         with self._lock:
             self.releases.setdefault(name, []).append(release)
-            # Whole seconds, strictly increasing: If-Modified-Since must see every change.
-            last = self._modified.get(name, 0.0)
-            self._modified[name] = max(float(int(time.time())), last + 1)
+            self._touch(name)
             self.changes.append((feed_timestamp(), "update", name))
         return release
 
@@ -132,10 +130,15 @@ class ComposerRepo:
         }
         with self._lock:
             self.advisories.setdefault(name, []).append(advisory)
-            last = self._modified.get(name, 0.0)
             if name in self._modified:
-                self._modified[name] = max(float(int(time.time())), last + 1)
+                self._touch(name)
         return advisory
+
+    def _touch(self, name: str) -> None:
+        """The package's p2 file changed (under the lock). Whole seconds, strictly
+        increasing: If-Modified-Since must see every change."""
+        last = self._modified.get(name, 0.0)
+        self._modified[name] = max(float(int(time.time())), last + 1)
 
     def release(self, name: str, version: str) -> Release:
         return next(r for r in self.releases[name] if r.version == version)
