@@ -98,8 +98,12 @@ def composer_project(directory: Path, mirror_url: str, requires: dict[str, str])
     return directory
 
 
-def composer(project: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Composer with its own fresh home and cache: nothing from earlier runs helps it."""
+def composer(
+    project: Path, home: Path, *args: str, progress_flag: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Composer with its own fresh home and cache: nothing from earlier runs helps it.
+    `progress_flag=False` leaves out `--no-progress`, which some commands (2.5's `audit`)
+    refuse."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -109,7 +113,7 @@ def composer(project: Path, home: Path, *args: str) -> subprocess.CompletedProce
         "COMPOSER_NO_INTERACTION": "1",
     }
     return subprocess.run(
-        ["composer", *args, "--no-interaction", "--no-progress"],
+        ["composer", *args, "--no-interaction", *(["--no-progress"] if progress_flag else [])],
         cwd=project,
         env=env,
         capture_output=True,

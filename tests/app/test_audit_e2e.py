@@ -5,9 +5,7 @@ advisories API, also with the upstream stopped."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,21 +20,7 @@ pytestmark = pytest.mark.skipif(
 
 def audit(project: Path, home: Path) -> tuple[int, dict[str, object]]:
     """`composer audit --locked --format=json` (2.5 has no --no-progress for it)."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "COMPOSER_HOME": str(home / "composer"),
-        "COMPOSER_CACHE_DIR": str(home / "cache"),
-        "COMPOSER_ALLOW_SUPERUSER": "1",
-    }
-    result = subprocess.run(
-        ["composer", "audit", "--locked", "--format=json", "--no-interaction"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = composer(project, home, "audit", "--locked", "--format=json", progress_flag=False)
     start = result.stdout.find("{")
     assert start >= 0, result.stdout + result.stderr
     return result.returncode, json.loads(result.stdout[start:])
