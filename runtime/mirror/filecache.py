@@ -47,7 +47,7 @@ FILL_WAIT = 5.0  # seconds to wait for another process's fill before reading the
 FILL_POLL = 0.02
 UNCACHEABLE_KEYS = 10_000
 _COPY_CHUNK = 1024 * 1024
-_STAGE_QUEUE = 4  # chunks waiting for the writer or digest thread (the memory they hold)
+_STAGE_QUEUE = 4  # chunks waiting for the digest thread (the memory they hold)
 
 
 class Fill(enum.Enum):
@@ -263,29 +263,30 @@ def _copy_verified(source: BinaryIO, out: BinaryIO, check: BodyCheck, key: str) 
     """Copy the body at the source's speed, checking what `check` can; False when wrong.
 
     This thread reads the client's own chunks (no copy through a buffer of ours), counts
-    them and, when the check is a CRC computed here (`Method.INLINE`, GB/s), CRCs them; a
-    thread of its own writes them, so the disk overlaps with the network instead of adding
-    to it. A checksum the client validates itself (`Method.CLIENT`: every object the app
-    wrote) costs nothing more: a mismatch raises from the read that reaches the end, the
-    entry is never renamed into place and the temp file goes. Only a slow digest
-    (`Method.DIGEST`: the MD5 of a legacy single-part ETag, a SHA) gets a thread as well.
+    them, CRCs them when the check is a CRC computed here (`Method.INLINE`, GB/s) and writes
+    them. The write is a copy into the page cache that releases the GIL: a writer thread
+    measured slower here (64 MiB: 0.82x a stateless read against 0.89x inline, and ~10 ms
+    more CPU in queue and GIL handoffs). A checksum the client validates itself
+    (`Method.CLIENT`: every object the app wrote) costs nothing more: a mismatch raises from
+    the read that reaches the end, the entry is never renamed into place and the temp file
+    goes. Only a slow digest (`Method.DIGEST`: the MD5 of a legacy single-part ETag, a SHA)
+    gets a thread of its own beside the copy.
     """
     inline = check.update if check.method is Method.INLINE else None
-    stages = [_Stage(out.write, "satchel-fill-write")]
-    if check.method is Method.DIGEST:
-        stages.append(_Stage(check.update, "satchel-fill-digest"))
+    digest = _Stage(check.update, "satchel-fill-digest") if check.method is Method.DIGEST else None
     try:
         for chunk in _chunks(source):
             check.count(len(chunk))
             if inline is not None:
                 inline(chunk)
-            for stage in stages:
-                stage.feed(chunk)
+            if digest is not None:
+                digest.feed(chunk)
+            out.write(chunk)
     finally:
-        for stage in stages:
-            stage.stop()
-    for stage in stages:
-        stage.check()
+        if digest is not None:
+            digest.stop()
+    if digest is not None:
+        digest.check()
     problem = check.problem()
     if problem is not None:
         log.warning("not caching %s: %s", key, problem)
