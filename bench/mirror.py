@@ -30,6 +30,7 @@ def main(only: list[str]) -> int:
                 ("requests per metadata read", lambda: metadata.requests_per_read(bench, app)),
                 ("metadata read times", lambda: metadata.read_times(bench, app)),
                 ("dist throughput", lambda: dists.throughput(bench, app)),
+                ("dist throughput across a network", lambda: dists.across_a_network(bench)),
                 ("RSS while streaming", lambda: dists.rss(bench)),
                 ("concurrent readers", lambda: dists.concurrent_readers(bench, app)),
                 ("satchel serve under wrk", lambda: serve.figures(bench)),

@@ -1,7 +1,9 @@
 """A TCP relay in front of the bucket endpoint that counts what the app sends to it.
 
 GET/HEAD/PUT request lines are counted from the client's byte stream: a warm run that
-sends no byte at all sent no request, whatever the protocol details.
+sends no byte at all sent no request, whatever the protocol details. With `pace`, what the
+bucket sends back reaches the client at that many bytes a second per connection: a bucket
+across a network, where one GET stream is what limits a read.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import contextlib
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
+_IDLE = 0.05  # seconds without a byte: the next bytes start a new paced response
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|HEAD|PUT|POST|DELETE) /")
 
 
@@ -19,6 +23,7 @@ _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|HEAD|PUT|POST|DELETE) /")
 class CountingRelay:
     upstream_port: int
     port: int = 0
+    pace: float | None = None  # bytes/s per connection, bucket to client
     bytes_sent: int = 0
     requests: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,12 +61,23 @@ class CountingRelay:
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
+        paced = None if counted else self.pace
+        began, relayed, last = 0.0, 0, 0.0
         try:
             while data := source.recv(1 << 16):
                 if counted:
                     with self._lock:
                         self.bytes_sent += len(data)
                         self.requests += len(_REQUEST_LINE.findall(data))
+                elif paced is not None:
+                    now = time.monotonic()
+                    if now - last > _IDLE:  # a new response on a kept-alive connection
+                        began, relayed = now, 0
+                    relayed += len(data)
+                    ahead = began + relayed / paced - now
+                    if ahead > 0:
+                        time.sleep(ahead)
+                    last = time.monotonic()
                 sink.sendall(data)
         except OSError:
             pass

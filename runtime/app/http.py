@@ -89,6 +89,14 @@ def validator_headers(etag: str, last_modified: datetime | None) -> dict[str, st
     return headers
 
 
+VALIDATORS = frozenset({b"if-none-match", b"if-modified-since"})  # a conditional request's
+
+
+def without_validators(request: Headers) -> Headers:
+    """The request's headers as an unconditional request's."""
+    return Headers(raw=[(k, v) for k, v in request.raw if k not in VALIDATORS])
+
+
 def is_not_modified(request: Headers, etag: str, last_modified: datetime | None) -> bool:
     """RFC 9110: If-None-Match when present, else If-Modified-Since (what Composer sends)."""
     if_none_match = request.get("if-none-match")

@@ -12,20 +12,33 @@ this worker. So a change a rule would see reaches clients at most `HORIZON` late
 TTLs those rules already allow (upstream TTL, changes-feed interval, private-index TTL), and
 a local publish at once.
 
+A conditional request (Composer sends If-Modified-Since for the p2 files it holds) is
+answered from a kept answer too: its validators are compared by `is_not_modified`, the
+function the endpoints use, and a match gets the 304 the endpoint would send (the kept
+headers without the body's own: Content-Length, Content-Type, Content-Encoding). An endpoint
+that answers a conditional request with a 304 hands over the 200 it would have sent
+(`keep_instead`), so a fleet that only revalidates still finds an answer kept.
+
 What stays per request: the access log line and the metrics (this middleware runs inside
 `AccessLog`), with the cache outcome the original answer had.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime.app.http import VALIDATORS, is_not_modified
 from runtime.app.logs import LOG_SCOPE_KEY, note_cache
 
 HORIZON = 1.0  # seconds an answer is reused at most
@@ -35,10 +48,14 @@ MAX_ENTRIES = 4096
 MAX_BYTES = 32 * 1024 * 1024
 MAX_KEY_BYTES = 1024  # a longer path or Host is answered, never kept
 _REUSE_KEY = "satchel.reuse"  # scope: seconds the endpoint allows its answer to be reused
-# Request headers that change an answer or its status: such requests always reach the
-# endpoint (a token, a conditional request), and Host/Accept-Encoding are part of the key.
-_PERSONAL = frozenset({b"authorization", b"if-none-match", b"if-modified-since", b"cookie"})
+_FULL_KEY = "satchel.reuse.full"  # scope: the 200 behind a 304 (its two messages)
+# Request headers that may change an answer: such requests always reach the endpoint (a
+# token, a cookie); Host and Accept-Encoding are part of the key; validators pick 200 or 304.
+_PERSONAL = frozenset({b"authorization", b"cookie"})
 _KEYED = (b"host", b"accept-encoding")
+# A body's own headers, which a 304 leaves out (RFC 9110 15.4.5).
+_BODY_HEADERS = frozenset({b"content-length", b"content-type", b"content-encoding"})
+_EMPTY_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 Key = tuple[str, str, bytes, bytes]  # method, path, Host, Accept-Encoding
@@ -50,6 +67,13 @@ def allow_reuse(scope: Scope, seconds: float) -> None:
     scope[_REUSE_KEY] = seconds
 
 
+def keep_instead(scope: Scope, full: Response) -> None:
+    """Called by an endpoint that allowed reuse and answers a conditional request with a
+    304: `full` is its 200 to the same request without validators, kept in the 304's place."""
+    start = {"type": "http.response.start", "status": full.status_code, "headers": full.raw_headers}
+    scope[_FULL_KEY] = (start, {"type": "http.response.body", "body": full.body})
+
+
 @dataclass(slots=True)
 class _Answer:
     start: Message
@@ -59,6 +83,36 @@ class _Answer:
     endpoint: Any  # for the metrics' route label
     cache: str  # the cache outcome the original request logged
     size: int  # bytes counted against MAX_BYTES
+    etag: str | None  # the validators, unquoted, for conditional requests
+    last_modified: datetime | None
+    not_modified: Message  # the 304's start
+
+    @classmethod
+    def of(cls, start: Message, body: Message, **kept: Any) -> _Answer:
+        headers: list[tuple[bytes, bytes]] = start.get("headers", [])
+        found = dict(headers)
+        etag = found.get(b"etag", b"").decode("latin-1").strip('"') or None
+        last_modified = None
+        if b"last-modified" in found:
+            with contextlib.suppress(TypeError, ValueError):
+                last_modified = parsedate_to_datetime(found[b"last-modified"].decode("latin-1"))
+        not_modified = {
+            "type": "http.response.start",
+            "status": 304,
+            "headers": [(name, value) for name, value in headers if name not in _BODY_HEADERS],
+        }
+        return cls(start, body, **kept, etag=etag, last_modified=last_modified,
+                   not_modified=not_modified)  # fmt: skip
+
+    def for_request(self, scope: Scope, conditional: bool) -> tuple[Message, Message]:
+        """The 200 kept, or the 304 the endpoint would send to the request's validators."""
+        if (
+            conditional
+            and self.etag is not None
+            and is_not_modified(Headers(scope=scope), self.etag, self.last_modified)
+        ):
+            return self.not_modified, _EMPTY_BODY
+        return self.start, self.body
 
 
 class ReuseAnswers:
@@ -77,7 +131,7 @@ class ReuseAnswers:
         self.bytes = 0  # of the entries in `answers`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = self._key(scope)
+        key, conditional = self._key(scope)
         if key is None:
             await self.app(scope, receive, send)
             return
@@ -86,33 +140,37 @@ class ReuseAnswers:
             if answer.until > self.clock() and answer.epoch == self.epoch():
                 scope["endpoint"] = answer.endpoint
                 note_cache(scope, answer.cache)
-                await send(answer.start)
-                await send(answer.body)
+                start, body = answer.for_request(scope, conditional)
+                await send(start)
+                await send(body)
                 return
             self._drop(key)
         await self._answer_and_keep(key, scope, receive, send)
 
-    def _key(self, scope: Scope) -> Key | None:
+    def _key(self, scope: Scope) -> tuple[Key | None, bool]:
         """What the answer depends on, or None: a request that is never reused (not a
-        GET/HEAD, a query, a token or validators, a header the endpoint could read
-        otherwise than this key: Host or Accept-Encoding given twice)."""
+        GET/HEAD, a query, a token or a cookie, a header the endpoint could read otherwise
+        than this key: Host or Accept-Encoding given twice); and whether it has validators."""
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            return None
+            return None, False
         if scope["query_string"]:
-            return None
+            return None, False
         found: dict[bytes, bytes] = {}
+        conditional = False
         for name, value in scope["headers"]:
             if name in _KEYED:
                 if name in found:
-                    return None
+                    return None, False
                 found[name] = value
             elif name in _PERSONAL:
-                return None
+                return None, False
+            elif name in VALIDATORS:
+                conditional = True
         host, accept = found.get(b"host", b""), found.get(b"accept-encoding", b"")
         path: str = scope["path"]
         if len(path) + len(host) + len(accept) > MAX_KEY_BYTES:
-            return None
-        return scope["method"], path, host, accept
+            return None, False
+        return (scope["method"], path, host, accept), conditional
 
     async def _answer_and_keep(self, key: Key, scope: Scope, receive: Receive, send: Send) -> None:
         epoch, began = self.epoch(), self.clock()
@@ -135,6 +193,8 @@ class ReuseAnswers:
         seconds = min(scope.get(_REUSE_KEY, 0.0), HORIZON)
         if seconds <= 0 or messages is None or len(messages) != 2:
             return
+        if messages[0].get("status") == 304 and _FULL_KEY in scope:
+            messages = list(scope[_FULL_KEY])
         start, body = messages
         if start.get("status") != 200 or key in self.answers:
             return  # not an answer to keep; or a concurrent request kept it already
@@ -143,13 +203,20 @@ class ReuseAnswers:
             return
         self._expire(began)
         if len(self.answers) >= MAX_ENTRIES or self.bytes + size > MAX_BYTES:
-            self.answers.clear()
-            self.bytes = 0
+            self.forget()
         fields = scope.get(LOG_SCOPE_KEY) or {}
         cache = fields.get("cache", "-")
         endpoint = scope.get("endpoint")
-        self.answers[key] = _Answer(start, body, began + seconds, epoch, endpoint, cache, size)
+        self.answers[key] = _Answer.of(
+            start, body, until=began + seconds, epoch=epoch, endpoint=endpoint, cache=cache,
+            size=size,
+        )  # fmt: skip
         self.bytes += size
+
+    def forget(self) -> None:
+        """Drop every kept answer."""
+        self.answers.clear()
+        self.bytes = 0
 
     def _expire(self, now: float) -> None:
         """Drop the expired entries at the front (entries come in roughly `until` order)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from anyio import to_thread
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -53,10 +54,11 @@ from runtime.app.http import (
     metadata_response,
     not_modified,
     validator_headers,
+    without_validators,
 )
 from runtime.app.logs import note_cache
 from runtime.app.private import PrivateRepository, p2_response
-from runtime.app.reuse import allow_reuse
+from runtime.app.reuse import allow_reuse, keep_instead
 from runtime.app.upstream import UpstreamError
 from runtime.errors import StorageError
 from runtime.repository.names import is_package_name
@@ -205,9 +207,14 @@ async def p2(request: Request) -> Response:
     doc = lookup.doc
     etag = f"{doc.entry.etag}.{base_tag(base)}"  # one ETag per rendering
     # Served hot: the same request gets the same answer while the document and the private
-    # index stay fresh here (a token or a conditional request never reaches the reuse).
+    # index stay fresh here (a request with a token never reaches the reuse).
     allow_reuse(request.scope, min(lookup.reusable, mirror.private.index_fresh_for()))
-    return await _metadata_response(request, doc.render(base), etag, doc.entry.last_modified)
+    rendering, modified = doc.render(base), doc.entry.last_modified
+    response = await _metadata_response(request, rendering, etag, modified)
+    if response.status_code == 304:  # what later requests are answered from is the 200
+        full = without_validators(request.headers)
+        keep_instead(request.scope, await _metadata_response(full, rendering, etag, modified))
+    return response
 
 
 async def _find_package(documents: Documents, aliases: list[str], name: str, dev: bool) -> Lookup:
@@ -241,9 +248,10 @@ _METADATA_HEADERS = {
 
 
 async def _metadata_response(
-    request: Request, body: Encoded, etag: str, last_modified: datetime | None
+    request: Request | Headers, body: Encoded, etag: str, last_modified: datetime | None
 ) -> Response:
-    return await metadata_response(request.headers, body, etag, last_modified, _METADATA_HEADERS)
+    headers = request.headers if isinstance(request, Request) else request
+    return await metadata_response(headers, body, etag, last_modified, _METADATA_HEADERS)
 
 
 async def security_advisories(request: Request) -> Response:
