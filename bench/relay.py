@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-_IDLE = 0.05  # seconds without a byte: the next bytes start a new paced response
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|HEAD|PUT|POST|DELETE) /")
 
 
@@ -62,7 +61,7 @@ class CountingRelay:
 
     def _pipe(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
         paced = None if counted else self.pace
-        began, relayed, last = 0.0, 0, 0.0
+        due = 0.0  # when the bytes relayed so far are due at the client, at the pace
         try:
             while data := source.recv(1 << 16):
                 if counted:
@@ -70,14 +69,10 @@ class CountingRelay:
                         self.bytes_sent += len(data)
                         self.requests += len(_REQUEST_LINE.findall(data))
                 elif paced is not None:
+                    # A link saves no credit while idle: a gap is never made up by a burst.
                     now = time.monotonic()
-                    if now - last > _IDLE:  # a new response on a kept-alive connection
-                        began, relayed = now, 0
-                    relayed += len(data)
-                    ahead = began + relayed / paced - now
-                    if ahead > 0:
-                        time.sleep(ahead)
-                    last = time.monotonic()
+                    due = max(due, now) + len(data) / paced
+                    time.sleep(due - now)
                 sink.sendall(data)
         except OSError:
             pass

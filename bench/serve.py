@@ -65,6 +65,7 @@ def figures(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(body)
                     conditional = {"If-Modified-Since": modified}  # as Composer revalidates
+                    assert _status(app_url + path, conditional) == 304, "no 304 to measure"
                     results[mode] = _compare(app_url + path, nginx_url + path, relay, conditional)
                     results[mode]["bytes"] = len(body)
                     results[mode]["gzip_bytes"] = len(_get(app_url + path, GZIP))
@@ -112,6 +113,14 @@ def _get(url: str, headers: dict[str, str]) -> bytes:
         assert response.headers.get("Content-Encoding") == "gzip", "not gzip-encoded"
         body: bytes = response.read()
         return body
+
+
+def _status(url: str, headers: dict[str, str]) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30):
+            return 200
+    except urllib.error.HTTPError as exc:  # urllib raises for a 304 too
+        return exc.code
 
 
 def _wrk(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:

@@ -214,6 +214,34 @@ def test_a_fill_that_cannot_start_closes_the_bucket_stream(tmp_path: Path, failu
     assert cache.usage().bytes == 0  # nothing reserved is left counted
 
 
+def test_a_fill_whose_disk_fills_midway_keeps_nothing_and_still_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC after the header: no entry, no temp file, nothing reserved; the read goes to
+    the bucket instead."""
+    import runtime.mirror.filecache as filecache
+
+    class FullDisk(io.FileIO):
+        writes = 0
+
+        def write(self, data: Any) -> int:
+            type(self).writes += 1
+            if type(self).writes > 1:  # the header went; the body's first chunk does not
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    monkeypatch.setattr(filecache, "open", lambda fd, mode: FullDisk(fd, "w"), raising=False)
+    cache = _cache(_Backend(hashlib.md5(BODY).hexdigest()), tmp_path)
+    assert cache.try_fill("a.zip") is Fill.SKIPPED
+    assert FullDisk.writes == 2
+    assert cache.lookup("a.zip") is None
+    assert _temp_files(tmp_path / "cache") == []
+    assert cache.usage().bytes == 0
+    with cache.open("a.zip") as stream:  # fills fail again: straight from the bucket
+        assert stream.read() == BODY
+    assert cache.stats.snapshot()["cache_errors"] == 2
+
+
 @pytest.mark.parametrize(
     ("checksum", "validated", "etag", "method"),
     [

@@ -89,7 +89,7 @@ def validator_headers(etag: str, last_modified: datetime | None) -> dict[str, st
     return headers
 
 
-VALIDATORS = frozenset({b"if-none-match", b"if-modified-since"})  # a conditional request's
+VALIDATORS = frozenset({b"if-none-match", b"if-modified-since"})  # these make a request conditional
 
 
 def without_validators(request: Headers) -> Headers:
@@ -106,15 +106,22 @@ def is_not_modified(request: Headers, etag: str, last_modified: datetime | None)
     since = request.get("if-modified-since")
     if since is None or last_modified is None:
         return False
-    try:
-        client = parsedate_to_datetime(since)
-    except (TypeError, ValueError):
+    client = parse_http_date(since)
+    if client is None:
         return False
-    if client.tzinfo is None:
-        client = client.replace(tzinfo=UTC)
     if last_modified.tzinfo is None:
         last_modified = last_modified.replace(tzinfo=UTC)
     return last_modified.replace(microsecond=0) <= client  # HTTP dates have whole seconds
+
+
+@functools.lru_cache(maxsize=256)  # a fleet revalidating one file sends one date
+def parse_http_date(value: str) -> datetime | None:
+    """An HTTP date (If-Modified-Since, Last-Modified), or None when it is none."""
+    try:
+        client = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return client if client.tzinfo is not None else client.replace(tzinfo=UTC)
 
 
 class Encoded:

@@ -25,20 +25,18 @@ What stays per request: the access log line and the metrics (this middleware run
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime.app.http import VALIDATORS, is_not_modified
+from runtime.app.http import VALIDATORS, is_not_modified, parse_http_date
 from runtime.app.logs import LOG_SCOPE_KEY, note_cache
 
 HORIZON = 1.0  # seconds an answer is reused at most
@@ -49,11 +47,13 @@ MAX_BYTES = 32 * 1024 * 1024
 MAX_KEY_BYTES = 1024  # a longer path or Host is answered, never kept
 _REUSE_KEY = "satchel.reuse"  # scope: seconds the endpoint allows its answer to be reused
 _FULL_KEY = "satchel.reuse.full"  # scope: the 200 behind a 304 (its two messages)
+_KEEPABLE_KEY = "satchel.reuse.keepable"  # scope: this request's answer may be kept
 # Request headers that may change an answer: such requests always reach the endpoint (a
 # token, a cookie); Host and Accept-Encoding are part of the key; validators pick 200 or 304.
 _PERSONAL = frozenset({b"authorization", b"cookie"})
 _KEYED = (b"host", b"accept-encoding")
-# A body's own headers, which a 304 leaves out (RFC 9110 15.4.5).
+# A body's own headers, which a 304 leaves out (RFC 9110 15.4.5): the 304 is the kept 200's
+# headers without these, as `http.metadata_response` builds it (test_reuse compares the two).
 _BODY_HEADERS = frozenset({b"content-length", b"content-type", b"content-encoding"})
 _EMPTY_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
@@ -65,6 +65,12 @@ def allow_reuse(scope: Scope, seconds: float) -> None:
     """Called by an endpoint whose answer to this request may be sent again to the same
     request for `seconds` (capped at HORIZON)."""
     scope[_REUSE_KEY] = seconds
+
+
+def wants_the_200(scope: Scope) -> bool:
+    """Whether an endpoint answering this request with a 304 should hand over its 200
+    (`keep_instead`): only when the request's answer could be kept at all."""
+    return _KEEPABLE_KEY in scope
 
 
 def keep_instead(scope: Scope, full: Response) -> None:
@@ -92,10 +98,8 @@ class _Answer:
         headers: list[tuple[bytes, bytes]] = start.get("headers", [])
         found = dict(headers)
         etag = found.get(b"etag", b"").decode("latin-1").strip('"') or None
-        last_modified = None
-        if b"last-modified" in found:
-            with contextlib.suppress(TypeError, ValueError):
-                last_modified = parsedate_to_datetime(found[b"last-modified"].decode("latin-1"))
+        modified = found.get(b"last-modified")
+        last_modified = parse_http_date(modified.decode("latin-1")) if modified else None
         not_modified = {
             "type": "http.response.start",
             "status": 304,
@@ -174,6 +178,7 @@ class ReuseAnswers:
 
     async def _answer_and_keep(self, key: Key, scope: Scope, receive: Receive, send: Send) -> None:
         epoch, began = self.epoch(), self.clock()
+        scope[_KEEPABLE_KEY] = True
         messages: list[Message] | None = []
 
         async def keeping_send(message: Message) -> None:

@@ -22,7 +22,6 @@ from typing import Any
 
 from anyio import to_thread
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -58,7 +57,7 @@ from runtime.app.http import (
 )
 from runtime.app.logs import note_cache
 from runtime.app.private import PrivateRepository, p2_response
-from runtime.app.reuse import allow_reuse, keep_instead
+from runtime.app.reuse import allow_reuse, keep_instead, wants_the_200
 from runtime.app.upstream import UpstreamError
 from runtime.errors import StorageError
 from runtime.repository.names import is_package_name
@@ -211,9 +210,11 @@ async def p2(request: Request) -> Response:
     allow_reuse(request.scope, min(lookup.reusable, mirror.private.index_fresh_for()))
     rendering, modified = doc.render(base), doc.entry.last_modified
     response = await _metadata_response(request, rendering, etag, modified)
-    if response.status_code == 304:  # what later requests are answered from is the 200
-        full = without_validators(request.headers)
-        keep_instead(request.scope, await _metadata_response(full, rendering, etag, modified))
+    if response.status_code == 304 and wants_the_200(request.scope):
+        # What later requests are answered from is the 200 (their validators compared).
+        unconditional = without_validators(request.headers)
+        full = await metadata_response(unconditional, rendering, etag, modified, _METADATA_HEADERS)
+        keep_instead(request.scope, full)
     return response
 
 
@@ -248,10 +249,9 @@ _METADATA_HEADERS = {
 
 
 async def _metadata_response(
-    request: Request | Headers, body: Encoded, etag: str, last_modified: datetime | None
+    request: Request, body: Encoded, etag: str, last_modified: datetime | None
 ) -> Response:
-    headers = request.headers if isinstance(request, Request) else request
-    return await metadata_response(headers, body, etag, last_modified, _METADATA_HEADERS)
+    return await metadata_response(request.headers, body, etag, last_modified, _METADATA_HEADERS)
 
 
 async def security_advisories(request: Request) -> Response:

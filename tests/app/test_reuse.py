@@ -129,20 +129,40 @@ def test_a_conditional_request_gets_the_answer_the_endpoint_would_send(
     assert not_modified.headers["etag"] == etag
 
 
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
 def test_clients_that_only_revalidate_are_answered_from_the_200_behind_the_first_304(
-    make_mirror: MakeMirror, mirror_env: dict[str, str]
+    make_mirror: MakeMirror, mirror_env: dict[str, str], encoding: str
 ) -> None:
     mirror = make_mirror(mirror_env)
-    modified = warm(mirror).headers["last-modified"]
+    accept = {"Accept-Encoding": encoding}
+    full = warm(mirror, **accept)
     reuse_of(mirror).forget()
     seen = lookups(mirror)
-    revalidating = {"If-Modified-Since": modified}
+    revalidating = {"If-Modified-Since": full.headers["last-modified"], **accept}
     answers = [mirror.get(P2, **revalidating) for _ in range(5)]
     assert [a.status_code for a in answers] == [304] * 5
     assert seen == ["p2/acme/log.json"]  # the first one reached the endpoint, no other
-    plain = mirror.get(P2)  # a client without the file gets the 200 kept behind the 304
-    assert plain.status_code == 200 and plain.content and seen == ["p2/acme/log.json"]
-    assert "content-length" not in answers[0].headers
+    for reused in answers[1:]:
+        assert reused.headers == answers[0].headers and reused.content == b""
+    plain = mirror.get(P2, **accept)  # a client without the file: the 200 kept behind the 304
+    assert seen == ["p2/acme/log.json"]
+    assert (plain.status_code, plain.content, plain.headers) == (200, full.content, full.headers)
+
+
+def test_a_head_request_is_kept_apart_and_revalidated_alike(
+    make_mirror: MakeMirror, mirror_env: dict[str, str]
+) -> None:
+    mirror = make_mirror(mirror_env)
+    full = warm(mirror)
+    head = mirror.client.head(P2)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == full.headers["etag"]
+    seen = lookups(mirror)
+    again = mirror.client.head(P2)
+    assert again.headers == head.headers and again.content == b""
+    revalidated = mirror.client.head(P2, headers={"If-None-Match": full.headers["etag"]})
+    assert revalidated.status_code == 304 and seen == []
+    assert mirror.get(P2).content == full.content  # the GET's kept answer is its own
 
 
 def test_with_auth_all_a_token_holders_answer_never_reaches_an_anonymous_client(
