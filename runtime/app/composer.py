@@ -127,17 +127,23 @@ class RootInfo:
         """Whether the upstream may have `name` (Composer asks only for these)."""
         if not self.restricted:
             return True
-        if name in (self.available_packages or ()):
-            return True
-        return any(_pattern(p).match(name) for p in self.available_patterns or ())
+        patterns = self._patterns
+        return name in self._names or (patterns is not None and patterns.match(name) is not None)
+
+    # Asked on every /p2 request: a set and one compiled pattern, made once per document.
+    @functools.cached_property
+    def _names(self) -> frozenset[str]:
+        return frozenset(self.available_packages or ())
+
+    @functools.cached_property
+    def _patterns(self) -> re.Pattern[str] | None:
+        if not self.available_patterns:
+            return None
+        globs = "|".join(re.escape(glob).replace(r"\*", ".*") for glob in self.available_patterns)
+        return re.compile(f"^(?:{globs})\\Z", re.IGNORECASE)
 
     def p2_url(self, name: str, dev: bool) -> str:
         return self.metadata_url.replace("%package%", f"{name}{'~dev' if dev else ''}")
-
-
-@functools.lru_cache(maxsize=4096)  # asked on every /p2 request: compile each glob once
-def _pattern(glob: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(glob).replace(r"\*", ".*") + r"\Z", re.IGNORECASE)
 
 
 def parse_upstream_root(upstream_url: str, body: bytes) -> bytes:

@@ -132,7 +132,7 @@ class Documents:
                 feed is not None and not doc.stale and feed.verdict(path, doc.checked) is False
             ):
                 loaded = await self._load(alias, path)
-                if loaded is not None and self._fresh(loaded, feed, path):
+                if loaded is not None and self._fresh_for(loaded, feed, path) is not None:
                     self.hot.put(key, loaded)
                     return Lookup(loaded, "stored")
                 doc = doc or loaded
@@ -180,27 +180,25 @@ class Documents:
         if key in self.negative:
             return Lookup(None, "negative")
         doc = self.hot.get(key)
-        if doc is not None and self._fresh(doc, feed, path):
-            if doc.stale:
-                return Lookup(doc, "stale")
-            return Lookup(doc, "hot", self._fresh_for(doc, feed, path))
-        return None
+        if doc is None:
+            return None
+        fresh_for = self._fresh_for(doc, feed, path)
+        if fresh_for is None:
+            return None
+        return Lookup(doc, "stale") if doc.stale else Lookup(doc, "hot", fresh_for)
 
-    def _fresh_for(self, doc: Doc, feed: ChangesFeed | None, path: str) -> float:
-        """How long a fresh doc stays fresh: until its TTL ends or, with a changes feed,
-        until the feed's next poll (which may name it changed)."""
+    def _fresh_for(self, doc: Doc, feed: ChangesFeed | None, path: str) -> float | None:
+        """None when the held doc is not fresh; else how long it stays fresh: until its TTL
+        ends or, with a changes feed, until the feed's next poll (which may name it
+        changed). A feed that can tell decides instead of the TTL; a stale copy waits out
+        its error pause (the TTL)."""
         left = self.ttl - (self.clock() - doc.checked)
-        if feed is None:
-            return left
-        next_poll = feed.next_poll_in()
-        return next_poll if feed.verdict(path, doc.checked) else min(left, next_poll)
-
-    def _fresh(self, doc: Doc, feed: ChangesFeed | None = None, path: str = "") -> bool:
-        age = self.clock() - doc.checked
-        if doc.stale or feed is None:  # a stale copy waits out its error pause
-            return age < self.ttl
+        if doc.stale or feed is None:
+            return left if left > 0 else None
         verdict = feed.verdict(path, doc.checked)
-        return age < self.ttl if verdict is None else verdict
+        if verdict is None:
+            return min(left, feed.next_poll_in()) if left > 0 else None
+        return feed.next_poll_in() if verdict else None
 
     async def _load(self, alias: str, path: str) -> Doc | None:
         entry, state = await asyncio.gather(

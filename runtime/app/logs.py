@@ -57,11 +57,7 @@ def _json_value(value: Any) -> str:
         return json.dumps(value)
     if kind is int or kind is float:
         return repr(value)
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(value, default=str)
+    return json.dumps(value, default=str)  # bool, None, subclasses (an IntEnum: its number)
 
 
 class _BatchedLines:

@@ -205,8 +205,8 @@ async def p2(request: Request) -> Response:
         return error(404, f"{name} is not in the mirrored repositories")
     doc = lookup.doc
     etag = f"{doc.entry.etag}.{base_tag(base)}"  # one ETag per rendering
-    # Served hot: the same request gets the same answer while the document and the private
-    # index stay fresh here (a request with a token never reaches the reuse).
+    # Served hot, the same request gets the same answer while the document and the private
+    # index stay fresh here (a request with a token never reaches the reuse; not hot: 0 s).
     allow_reuse(request.scope, min(lookup.reusable, mirror.private.index_fresh_for()))
     rendering, modified = doc.render(base), doc.entry.last_modified
     response = await _metadata_response(request, rendering, etag, modified)

@@ -2,10 +2,10 @@
 
 Why granian and not uvicorn: with 2 workers a bare ASGI callable answers a small body at
 ~0.5x nginx on uvicorn and 0.6-0.7x on granian, whose HTTP parsing, keep-alive and socket
-writes happen in Rust, outside the GIL. The app's warm answers cost ~15 µs on top of that
-(see reuse.py), which only the faster server leaves room for.
+writes happen in Rust, outside the GIL. A reused warm answer (reuse.py) costs ~15 µs of
+Python on top of that, which only the faster server leaves room for.
 
-What the server bounds for us (uvicorn + httptools needed a protocol subclass for both):
+What the server bounds for us:
 - A request's head: hyper's read buffer stops growing at `MAX_HEAD_BYTES`; a request line
   and headers still unfinished then get 431 and the connection is closed (an endless header
   costs nothing). A complete head that arrived in one read may be up to about twice that.

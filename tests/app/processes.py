@@ -28,7 +28,6 @@ class ServeProcess:
     name: str = "serve"
     port: int = field(default_factory=free_port)
     workers: int = 1
-    command: list[str] | None = None  # instead of `satchel serve --port P --workers N`
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,9 +40,7 @@ class ServeProcess:
 
     def start(self) -> ServeProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith(_APP_PREFIXES)}
-        args = self.command or [
-            *(SATCHEL, "serve", "--port", str(self.port), "--workers", str(self.workers))
-        ]
+        args = [SATCHEL, "serve", "--port", str(self.port), "--workers", str(self.workers)]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (
             self.access_log.open("ab") as out,

@@ -1,5 +1,6 @@
-"""granian as `satchel serve` runs it: several workers without Nagle stalls, a drain on
-SIGTERM that lets a long response finish, clean exits, a worker that dies started again."""
+"""granian as `satchel serve` runs it: several workers without Nagle stalls, clean exits on
+SIGTERM, a worker that dies started again, a port in use refused (the drain of a long
+response: test_drain)."""
 
 from __future__ import annotations
 
