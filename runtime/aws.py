@@ -21,11 +21,12 @@ def checksum_policy(endpoint: str | None, environ: Mapping[str, str]) -> str:
     """`when_supported` on AWS, `when_required` on S3-compatible endpoints.
 
     Since 1.36, boto3 adds CRC checksums to every upload by default, sent as aws-chunked
-    bodies with trailers. AWS verifies them, which is worth keeping; many S3-compatible
-    servers (older MinIO, Ceph RGW, several hosted providers) reject that encoding. An
-    explicit AWS_REQUEST_CHECKSUM_CALCULATION wins over this choice. Either way the S3
-    adapter sends every object's CRC32 itself, as a plain precomputed header (no trailer),
-    and GETs ask for it back (ChecksumMode=ENABLED), which botocore then validates.
+    bodies with trailers, which many S3-compatible servers (older MinIO, Ceph RGW, several
+    hosted providers) reject. An explicit AWS_REQUEST_CHECKSUM_CALCULATION wins over this
+    choice. The S3 adapter's own uploads (PutObject, UploadPart) never get a trailer either
+    way: they carry the CRC32 it computes, as a plain header, which botocore then leaves
+    alone; GETs ask for it back (ChecksumMode=ENABLED), which botocore validates. The policy
+    still decides for requests the adapter does not checksum itself.
     """
     explicit = environ.get("AWS_REQUEST_CHECKSUM_CALCULATION")
     if explicit:

@@ -203,9 +203,11 @@ def test_a_multipart_upload_whose_source_fails_is_aborted_with_the_sources_error
     assert not uploads.get("Uploads")
 
 
-def test_aws_default_checksums_can_be_chosen_and_seaweedfs_verifies_them(
+def test_with_aws_default_checksums_uploads_still_carry_only_our_plain_crc32(
     s3_env: dict[str, str],
 ) -> None:
+    """The policy AWS gets (WHEN_SUPPORTED) adds no trailer to the adapter's uploads: each
+    carries the CRC32 the adapter computed, as a header, and SeaweedFS verifies it."""
     s3 = _storage({**s3_env, "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_SUPPORTED"})
     recorder = Requests()
     s3.adapter.client.meta.events.register("before-send.s3", recorder)  # type: ignore[attr-defined]
@@ -214,8 +216,14 @@ def test_aws_default_checksums_can_be_chosen_and_seaweedfs_verifies_them(
     s3.write("multi", io.BytesIO(payload))
     assert s3.read("small") == b"checked"
     assert s3.read("multi") == payload
-    put_headers = recorder.sent[0][1]
-    assert "x-amz-trailer" in put_headers or "x-amz-checksum-crc32" in put_headers
+    uploads = [(op, h) for op, h in recorder.sent if op in ("PutObject", "UploadPart")]
+    assert [op for op, _ in uploads] == ["PutObject", "UploadPart", "UploadPart"]
+    for operation, headers in uploads:
+        assert "x-amz-trailer" not in headers, operation
+        assert "aws-chunked" not in headers.get("content-encoding", ""), operation
+    crcs = sorted(headers["x-amz-checksum-crc32"] for _, headers in uploads)
+    expected = [b"checked", payload[:MULTIPART_THRESHOLD], payload[MULTIPART_THRESHOLD:]]
+    assert crcs == sorted(_crc32(data) for data in expected)
 
 
 def test_checksum_policy_is_aws_default_on_aws_and_when_required_elsewhere() -> None:

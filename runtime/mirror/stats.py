@@ -15,7 +15,7 @@ class MirrorStats:
     dist_misses: int = 0
     bucket_requests: int = 0
     cache_errors: int = 0  # local cache failures that fell back to the bucket
-    # Dist fills by how their bytes were checked besides the length (verify.Method): the
+    # Dist fill attempts by how their bytes are checked besides the length (verify.Method): the
     # bucket's client validated the object's checksum, a CRC in the copy pass, a digest on
     # a thread of its own (a legacy MD5 ETag), or nothing (the length only).
     fill_checks_client: int = 0

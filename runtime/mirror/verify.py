@@ -98,11 +98,6 @@ class BodyCheck:
             return cls(info.size, "MD5", Method.DIGEST, bytes.fromhex(info.etag), md5)
         return cls(info.size)
 
-    @property
-    def hashes(self) -> bool:
-        """Whether there is a digest to compute here (in the copy pass or beside it)."""
-        return self._digest is not None
-
     def describe(self) -> str:
         if self.method is Method.CLIENT:
             return f"{self.name}, validated by the bucket's client"

@@ -96,14 +96,18 @@ class S3Adapter:
             _raise(exc, "read")
         except BotoCoreError as exc:
             _raise(exc, "read")
-        validated = _validated_checksum(response)
+        checksum = _full_object_checksum(response)
         info = ObjectInfo(
             key=key,
             size=response["ContentLength"],
             etag=response["ETag"].strip('"'),
             modified=response["LastModified"],
-            checksum=validated or _full_object_checksum(response),
-            checksum_validated=validated is not None,
+            checksum=checksum,
+            # botocore wraps the body to check it as it streams (ChecksumMode=ENABLED, an
+            # algorithm it supports, a value that is no checksum of part checksums) and raises
+            # at the body's end on a mismatch. S3 returns one checksum: this one.
+            checksum_validated=checksum is not None
+            and isinstance(response["Body"], StreamingChecksumBody),
             encryption="SSE-C"
             if response.get("SSECustomerAlgorithm")
             else response.get("ServerSideEncryption"),
@@ -121,7 +125,7 @@ class S3Adapter:
                 return None  # the multipart answer carries no Last-Modified: no extra HEAD
         try:
             response = self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ChecksumCRC32=_crc32(zlib.crc32(data))
+                Bucket=self.bucket, Key=key, Body=data, ChecksumCRC32=_crc32_of(data)
             )
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, "write")
@@ -173,7 +177,7 @@ class S3Adapter:
             raise  # the caller's stream failed: its own error
 
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
-        checksum = _crc32(zlib.crc32(data))
+        checksum = _crc32_of(data)
         response = self.client.upload_part(
             Bucket=self.bucket,
             Key=key,
@@ -185,7 +189,7 @@ class S3Adapter:
         return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}
 
     def create(self, key: str, data: bytes) -> ObjectInfo | None:
-        checksum = _crc32(zlib.crc32(data))
+        checksum = _crc32_of(data)
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 response = self.client.put_object(
@@ -323,28 +327,8 @@ def _crc32(value: int) -> str:
     return base64.b64encode(value.to_bytes(4, "big")).decode()
 
 
-# botocore's checksum classes by the algorithm's S3 name (the CRT's when awscrt is installed).
-_VALIDATED = {
-    "Crc32Checksum": "CRC32",
-    "CrtCrc32Checksum": "CRC32",
-    "CrtCrc32cChecksum": "CRC32C",
-    "CrtCrc64NvmeChecksum": "CRC64NVME",
-    "Sha1Checksum": "SHA1",
-    "Sha256Checksum": "SHA256",
-}
-
-
-def _validated_checksum(response: dict[str, Any]) -> str | None:
-    """The full-object checksum botocore validates the body against as it is read, if any:
-    it wraps the body in a StreamingChecksumBody (ChecksumMode=ENABLED, an algorithm it
-    supports, a value that is no checksum of part checksums), which raises at the end of the
-    body on a mismatch."""
-    body = response.get("Body")
-    if not isinstance(body, StreamingChecksumBody):
-        return None
-    algorithm = _VALIDATED.get(type(body.checksum).__name__)
-    value = response.get(f"Checksum{algorithm}") if algorithm else None
-    return f"{algorithm}:{value}" if value else None
+def _crc32_of(data: bytes) -> str:
+    return _crc32(zlib.crc32(data))
 
 
 def _full_object_checksum(response: dict[str, Any]) -> str | None:
@@ -352,7 +336,7 @@ def _full_object_checksum(response: dict[str, Any]) -> str | None:
     COMPOSITE checksum is a checksum of part checksums: no use to a reader)."""
     if response.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
         return None
-    for algorithm in ("CRC32", "CRC32C", "SHA1", "SHA256"):
+    for algorithm in ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"):
         value = response.get(f"Checksum{algorithm}")
         if value and "-" not in value:  # older S3 answers "<value>-<parts>" for multipart
             return f"{algorithm}:{value}"
