@@ -99,11 +99,11 @@ def throughput(bench: Bench, app: App) -> tuple[list[Row], dict[str, Any]]:
 
     def rate(name: str, size: int, read: Callable[[], int]) -> float:
         """MiB/s of one read; the process's CPU time (every thread) goes to `cpu`."""
-        before, start = cpu_seconds(), time.perf_counter()
-        assert read() == size
-        elapsed, used = time.perf_counter() - start, cpu_seconds() - before
+        before = cpu_seconds()
+        speed = mib_s(size, read)
+        used = cpu_seconds() - before
         cpu.setdefault(name, []).append(used * 1000 * (256 * MiB / size))  # ms per 256 MiB
-        return size / MiB / elapsed
+        return speed
 
     def stateless(key: str, size: int, name: str) -> Callable[[], float]:
         return lambda: rate(name, size, lambda: read_all(app.mirror, key))
@@ -223,13 +223,13 @@ def across_a_network(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
         app = bench.app(STORAGE_AWS_ARGS=json.dumps({**args, "endpoint": relay.url}))
 
         def stateless(key: str, size: int) -> Callable[[], float]:
-            return lambda: size / MiB / _timed(lambda: read_all(app.mirror, key), size)
+            return lambda: mib_s(size, lambda: read_all(app.mirror, key))
 
         def cached(key: str, size: int) -> Callable[[], float]:
             def run() -> float:
                 with bench.cache_dir() as directory:
                     mirror = app.with_caches(dists=directory)
-                    return size / MiB / _timed(lambda: read_all(mirror, key), size)
+                    return mib_s(size, lambda: read_all(mirror, key))
 
             return run
 
@@ -256,10 +256,11 @@ def across_a_network(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
     return rows, {"across_a_network_mib_s": samples}
 
 
-def _timed(read: Callable[[], int], size: int) -> float:
+def mib_s(size: int, read: Callable[[], int]) -> float:
+    """MiB/s of one read of `size` bytes."""
     start = time.perf_counter()
     assert read() == size
-    return time.perf_counter() - start
+    return size / MiB / (time.perf_counter() - start)
 
 
 def cpu_seconds() -> float:
